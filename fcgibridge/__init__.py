@@ -1,0 +1,3 @@
+"""fcgibridge: a FastCGI server, client and protocol core for Python."""
+
+__version__ = "0.1.0"

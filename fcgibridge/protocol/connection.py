@@ -1,0 +1,398 @@
+"""The two roles of a FastCGI connection, without any I/O.
+
+:class:`ApplicationConnection` is the side a web server talks to (fcgibridge's server);
+:class:`ClientConnection` is the web server's side (fcgibridge's client). Both take bytes
+with ``receive_data`` and return events; their ``send_*`` methods return the bytes to
+write. Neither knows about sockets, threads or asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import records
+from .constants import (
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+    MAX_KNOWN_TYPE,
+    NULL_REQUEST_ID,
+    ProtocolStatus,
+    RecordType,
+    Role,
+)
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    BadRecord,
+    Event,
+    RequestAborted,
+    RequestBody,
+    RequestBodyEnd,
+    RequestEnded,
+    RequestRejected,
+    RequestStarted,
+    Stderr,
+    Stdout,
+    UnknownTypeResult,
+    ValuesResult,
+)
+from .state import AFTER_END, DEAF_STATES, TRANSITIONS, WRITABLE_STATES, RequestState, Step
+
+#: Default bound on the PARAMS stream of one request (nginx sends about 1 KiB; long
+#: cookies and URLs push it up, but nothing legitimate comes near this).
+DEFAULT_MAX_PARAMS_SIZE = 1024 * 1024
+
+#: Bound on the GET_VALUES record content we accept (it lists names only).
+MAX_MANAGEMENT_SIZE = 4096
+
+_APP_TYPES = frozenset({RecordType.BEGIN_REQUEST, RecordType.ABORT_REQUEST, RecordType.PARAMS,
+                        RecordType.STDIN, RecordType.DATA})
+
+
+@dataclass(slots=True)
+class _AppRequest:
+    role: int
+    keep_conn: bool
+    state: RequestState = RequestState.PARAMS
+    params: bytearray = field(default_factory=bytearray)
+    stdout_open: bool = False
+    stderr_open: bool = False
+
+
+class ApplicationConnection:
+    """The application role: what a FastCGI server speaks to its web server.
+
+    Answers management records (GET_VALUES, unknown types) and impossible requests
+    (unknown role, too many requests) by itself; their replies wait in
+    :meth:`data_to_send`. Everything else becomes events for the caller.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_conns: int = 1,
+        max_reqs: int = 1,
+        mpxs_conns: bool = True,
+        roles: Collection[Role] = (Role.RESPONDER, Role.AUTHORIZER),
+        max_params_size: int = DEFAULT_MAX_PARAMS_SIZE,
+    ) -> None:
+        self.max_conns = max_conns
+        self.max_reqs = max_reqs
+        self.mpxs_conns = mpxs_conns
+        self.roles = frozenset(roles)
+        self.max_params_size = max_params_size
+        self._reader = records.RecordReader()
+        self._requests: dict[int, _AppRequest] = {}
+        self._replies: list[bytes] = []
+        self._closing = False
+
+    # ----------------------------------------------------------------- state queries
+
+    @property
+    def should_close(self) -> bool:
+        """True once a request without KEEP_CONN has ended and nothing is left in flight.
+
+        The spec: "If FCGI_KEEP_CONN is zero, the application closes the connection
+        after responding to this request."
+        """
+        return self._closing and not self._requests
+
+    @property
+    def active_requests(self) -> int:
+        """Requests not yet ended by us, plus ended ones still draining their body."""
+        return len(self._requests)
+
+    def state_of(self, request_id: int) -> RequestState | None:
+        """The state of ``request_id``, or None when it is inactive."""
+        request = self._requests.get(request_id)
+        return request.state if request else None
+
+    # ---------------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the web server; return the events they complete.
+
+        Raises :class:`RemoteProtocolError` when the bytes are not FastCGI (bad version,
+        impossible lengths); the connection should then be closed.
+        """
+        events: list[Event] = []
+        for rtype, request_id, content in self._reader.feed(data):
+            if request_id == NULL_REQUEST_ID:
+                self._management(rtype, content)
+            elif rtype == RecordType.BEGIN_REQUEST:
+                self._begin(request_id, content, events)
+            elif rtype in _APP_TYPES or rtype > MAX_KNOWN_TYPE:
+                request = self._requests.get(request_id)
+                if request is not None:  # Rule 1: inactive ids are ignored
+                    self._step(request_id, request, rtype, content, events)
+            else:
+                raise RemoteProtocolError(f"record type {rtype} is sent by applications, not web servers")
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Replies the core wrote by itself (management answers, rejected requests)."""
+        if not self._replies:
+            return b""
+        out = b"".join(self._replies)
+        self._replies.clear()
+        return out
+
+    def _management(self, rtype: int, content: bytes) -> None:
+        if rtype in _APP_TYPES:
+            raise RemoteProtocolError(f"{RecordType(rtype).name} record with request id 0")
+        if len(content) > MAX_MANAGEMENT_SIZE:
+            raise RemoteProtocolError(f"management record of {len(content)} bytes")
+        if self._closing:
+            return
+        if rtype == RecordType.GET_VALUES:
+            asked = records.decode_pairs(content)
+            known = self._values()
+            answer = {name: known[name] for name in asked if name in known}
+            self._replies.append(
+                records.pack_record(RecordType.GET_VALUES_RESULT, NULL_REQUEST_ID, records.encode_pairs(answer))
+            )
+        else:
+            self._replies.append(records.pack_unknown_type(rtype))
+
+    def _values(self) -> dict[str, str]:
+        return {
+            FCGI_MAX_CONNS: str(self.max_conns),
+            FCGI_MAX_REQS: str(self.max_reqs),
+            FCGI_MPXS_CONNS: "1" if self.mpxs_conns else "0",
+        }
+
+    def _begin(self, request_id: int, content: bytes, events: list[Event]) -> None:
+        body = records.parse_begin_request(content)
+        existing = self._requests.get(request_id)
+        if existing is not None:
+            if existing.state not in DEAF_STATES and existing.state is not RequestState.DRAINING:
+                self._fail(request_id, existing, RecordType.BEGIN_REQUEST, "BEGIN_REQUEST for an active request", events)
+            return
+        if self._closing:
+            return
+        status = self._admission(body.role)
+        if status is not None:
+            self._replies.append(records.pack_end_request(request_id, 0, status))
+            events.append(RequestRejected(request_id, status, body.role))
+            if not body.keep_conn:
+                self._closing = True
+            return
+        self._requests[request_id] = _AppRequest(body.role, body.keep_conn)
+
+    def _admission(self, role: int) -> ProtocolStatus | None:
+        if role not in self.roles:
+            return ProtocolStatus.UNKNOWN_ROLE
+        if len(self._requests) >= self.max_reqs or (self._requests and not self.mpxs_conns):
+            return ProtocolStatus.OVERLOADED if self.mpxs_conns else ProtocolStatus.CANT_MPX_CONN
+        return None
+
+    def _step(self, request_id: int, request: _AppRequest, rtype: int, content: bytes, events: list[Event]) -> None:
+        if request.state in DEAF_STATES:
+            return
+        empty = not content or rtype == RecordType.ABORT_REQUEST
+        try:
+            step, next_state = TRANSITIONS[(request.state, RecordType(rtype), empty)]
+        except (KeyError, ValueError):
+            name = RecordType(rtype).name if rtype <= MAX_KNOWN_TYPE else f"type {rtype}"
+            self._fail(request_id, request, rtype, f"{name} record while {request.state.value}", events)
+            return
+        if next_state is None:
+            del self._requests[request_id]
+        else:
+            request.state = next_state
+        if step is Step.PARAMS_DATA:
+            request.params += content
+            if len(request.params) > self.max_params_size:
+                request.params = bytearray()
+                self._fail(request_id, request, rtype, f"PARAMS larger than {self.max_params_size} bytes", events)
+        elif step is Step.PARAMS_END:
+            params = records.decode_pairs(bytes(request.params))
+            request.params = bytearray()
+            events.append(RequestStarted(request_id, _role(request.role), request.keep_conn, params))
+        elif step is Step.BODY_DATA:
+            events.append(RequestBody(request_id, content))
+        elif step is Step.BODY_END:
+            events.append(RequestBodyEnd(request_id))
+        elif step is Step.ABORT:
+            events.append(RequestAborted(request_id))
+
+    def _fail(self, request_id: int, request: _AppRequest, rtype: int, reason: str, events: list[Event]) -> None:
+        request.state = RequestState.FAILED
+        events.append(BadRecord(request_id, rtype, reason))
+
+    # --------------------------------------------------------------------- output
+
+    def _writable(self, request_id: int, what: str) -> _AppRequest | None:
+        request = self._requests.get(request_id)
+        if request is None:
+            raise LocalProtocolError(f"{what} for request {request_id}, which is not active (ended already?)")
+        if request.state in WRITABLE_STATES:
+            return request
+        if request.state is RequestState.ABORTED:
+            return None  # the web server gave up on it: output is dropped
+        raise LocalProtocolError(f"{what} for request {request_id} while {request.state.value}")
+
+    def send_stdout(self, request_id: int, data: bytes | memoryview) -> bytes:
+        """Bytes carrying ``data`` as FCGI_STDOUT (split into records of at most 64 KiB)."""
+        request = self._writable(request_id, "STDOUT")
+        if request is None or not data:
+            return b""
+        request.stdout_open = True
+        return records.pack_stream(RecordType.STDOUT, request_id, data)
+
+    def send_stderr(self, request_id: int, data: bytes | memoryview) -> bytes:
+        """Bytes carrying ``data`` as FCGI_STDERR: the web server logs it."""
+        request = self._writable(request_id, "STDERR")
+        if request is None or not data:
+            return b""
+        request.stderr_open = True
+        return records.pack_stream(RecordType.STDERR, request_id, data)
+
+    def end_request(
+        self,
+        request_id: int,
+        app_status: int = 0,
+        *,
+        stdout: bytes | memoryview = b"",
+        protocol_status: ProtocolStatus = ProtocolStatus.REQUEST_COMPLETE,
+    ) -> bytes:
+        """Bytes ending the request: the last ``stdout`` if any, the closing empty
+        STDOUT (and STDERR, if used) records, then END_REQUEST — ready for one write.
+
+        After this the request id is inactive (or draining its body, Rule 4); nothing
+        more may be sent for it.
+        """
+        request = self._requests.get(request_id)
+        if request is None:
+            raise LocalProtocolError(f"END_REQUEST for request {request_id}, which is not active (ended already?)")
+        if request.state is RequestState.DRAINING:
+            raise LocalProtocolError(f"END_REQUEST for request {request_id}, which was ended already")
+        parts = []
+        if request.state is not RequestState.ABORTED:
+            if stdout:
+                parts.append(records.pack_stream(RecordType.STDOUT, request_id, stdout))
+            parts.append(records.pack_record(RecordType.STDOUT, request_id))
+            if request.stderr_open:
+                parts.append(records.pack_record(RecordType.STDERR, request_id))
+        parts.append(records.pack_end_request(request_id, app_status, protocol_status))
+        next_state = AFTER_END[request.state]
+        if next_state is None:
+            del self._requests[request_id]
+        else:
+            request.state = next_state
+        if not request.keep_conn:
+            self._closing = True
+        return b"".join(parts)
+
+
+def _role(value: int) -> Role:
+    return Role(value)
+
+
+# ----------------------------------------------------------------------- client role
+
+
+@dataclass(slots=True)
+class _ClientRequest:
+    stdin_open: bool = True
+
+
+class ClientConnection:
+    """The client role: what a web server speaks to a FastCGI application."""
+
+    def __init__(self) -> None:
+        self._reader = records.RecordReader()
+        self._requests: dict[int, _ClientRequest] = {}
+        self._next_id = 1
+
+    @property
+    def active_requests(self) -> int:
+        return len(self._requests)
+
+    def is_active(self, request_id: int) -> bool:
+        return request_id in self._requests
+
+    def _new_id(self) -> int:
+        request_id = self._next_id
+        while request_id in self._requests:
+            request_id = request_id % 0xFFFF + 1
+        self._next_id = request_id % 0xFFFF + 1
+        return request_id
+
+    def begin_request(
+        self,
+        params: Mapping[str, str | bytes] | Iterable[tuple[str | bytes, str | bytes]],
+        *,
+        role: Role = Role.RESPONDER,
+        keep_conn: bool = True,
+    ) -> tuple[int, bytes]:
+        """Start a request: returns its id and the BEGIN_REQUEST + whole PARAMS bytes."""
+        if len(self._requests) >= 0xFFFF:
+            raise LocalProtocolError("all 65535 request ids are in use on this connection")
+        request_id = self._new_id()
+        self._requests[request_id] = _ClientRequest()
+        data = records.pack_begin_request(request_id, role, keep_conn) + records.pack_params(request_id, params)
+        return request_id, data
+
+    def _open_stdin(self, request_id: int) -> _ClientRequest:
+        request = self._requests.get(request_id)
+        if request is None:
+            raise LocalProtocolError(f"STDIN for request {request_id}, which is not active")
+        if not request.stdin_open:
+            raise LocalProtocolError(f"STDIN for request {request_id} after its body was closed")
+        return request
+
+    def send_stdin(self, request_id: int, data: bytes | memoryview) -> bytes:
+        """Bytes carrying a piece of the request body."""
+        self._open_stdin(request_id)
+        return records.pack_stream(RecordType.STDIN, request_id, data)
+
+    def end_stdin(self, request_id: int, data: bytes | memoryview = b"") -> bytes:
+        """Bytes carrying the last piece of the body (if any) and the closing empty STDIN."""
+        request = self._open_stdin(request_id)
+        request.stdin_open = False
+        return records.pack_stream(RecordType.STDIN, request_id, data) + records.pack_record(
+            RecordType.STDIN, request_id
+        )
+
+    def abort_request(self, request_id: int) -> bytes:
+        """Bytes asking the application to abort the request (it still answers END_REQUEST)."""
+        if request_id not in self._requests:
+            raise LocalProtocolError(f"ABORT_REQUEST for request {request_id}, which is not active")
+        return records.pack_record(RecordType.ABORT_REQUEST, request_id)
+
+    def get_values(self, names: Iterable[str]) -> bytes:
+        """Bytes of a GET_VALUES query; the answer arrives as a :class:`ValuesResult`."""
+        content = records.encode_pairs([(name, b"") for name in names])
+        return records.pack_record(RecordType.GET_VALUES, NULL_REQUEST_ID, content)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the application; return the events they complete."""
+        events: list[Event] = []
+        for rtype, request_id, content in self._reader.feed(data):
+            if request_id == NULL_REQUEST_ID:
+                events.append(self._management(rtype, content))
+            elif request_id not in self._requests:
+                continue  # a stray record for a request we no longer track
+            elif rtype == RecordType.STDOUT:
+                if content:
+                    events.append(Stdout(request_id, content))
+            elif rtype == RecordType.STDERR:
+                if content:
+                    events.append(Stderr(request_id, content))
+            elif rtype == RecordType.END_REQUEST:
+                body = records.parse_end_request(content)
+                del self._requests[request_id]
+                events.append(RequestEnded(request_id, body.app_status, body.protocol_status))
+            else:
+                raise RemoteProtocolError(f"record type {rtype} for request {request_id} from an application")
+        return events
+
+    @staticmethod
+    def _management(rtype: int, content: bytes) -> Event:
+        if rtype == RecordType.GET_VALUES_RESULT:
+            return ValuesResult(records.decode_pairs(content))
+        if rtype == RecordType.UNKNOWN_TYPE:
+            return UnknownTypeResult(records.parse_unknown_type(content))
+        raise RemoteProtocolError(f"management record of type {rtype} from an application")

@@ -1,0 +1,246 @@
+"""The FastCGI record layer: 8-byte headers, content, padding, name-value pairs.
+
+Nothing else in the package builds or parses records. Parsing is optimistic with
+rollback: a record is only taken from the buffer once all of it (header, content and
+padding) has arrived, so the incomplete tail never exceeds one record
+(8 + 65535 + 255 bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from .constants import (
+    FCGI_KEEP_CONN,
+    FCGI_VERSION_1,
+    HEADER_LEN,
+    MAX_CONTENT_LEN,
+    NULL_REQUEST_ID,
+    ProtocolStatus,
+    RecordType,
+)
+from .errors import RemoteProtocolError
+
+# version, type, requestId, contentLength, paddingLength, reserved
+_HEADER = struct.Struct("!BBHHBx")
+# role, flags, reserved[5]
+_BEGIN_BODY = struct.Struct("!HB5x")
+# appStatus, protocolStatus, reserved[3]
+_END_BODY = struct.Struct("!IB3x")
+# type, reserved[7]
+_UNKNOWN_TYPE_BODY = struct.Struct("!B7x")
+_LONG_LEN = struct.Struct("!I")
+
+#: Content size of every full record we split a stream into: the largest multiple of 8
+#: that fits in 16 bits, so full records need no padding.
+CHUNK = MAX_CONTENT_LEN - MAX_CONTENT_LEN % HEADER_LEN
+_ZEROS = bytes(HEADER_LEN)
+
+
+class Record(NamedTuple):
+    """One parsed record: its type byte, request id and content (padding removed)."""
+
+    type: int
+    request_id: int
+    content: bytes
+
+
+class BeginRequestBody(NamedTuple):
+    role: int
+    keep_conn: bool
+
+
+class EndRequestBody(NamedTuple):
+    app_status: int
+    protocol_status: int
+
+
+# --------------------------------------------------------------------------- output
+
+
+def pack_record(record_type: int, request_id: int, content: bytes = b"") -> bytes:
+    """One record, its content padded to a multiple of 8 bytes.
+
+    ``content`` must be at most 65535 bytes; :func:`pack_stream` splits longer data.
+    """
+    length = len(content)
+    padding = -length % HEADER_LEN
+    header = _HEADER.pack(FCGI_VERSION_1, record_type, request_id, length, padding)
+    if padding:
+        return b"".join((header, content, _ZEROS[:padding]))
+    return header + content
+
+
+def pack_stream(record_type: int, request_id: int, data: bytes | memoryview) -> bytes:
+    """``data`` as one or more records of a stream type, without the closing record.
+
+    Empty ``data`` gives no record at all: an empty record would close the stream.
+    """
+    length = len(data)
+    if length <= MAX_CONTENT_LEN:
+        return pack_record(record_type, request_id, bytes(data)) if length else b""
+    view = memoryview(data)
+    parts = []
+    for start in range(0, length, CHUNK):
+        piece = view[start : start + CHUNK]
+        parts.append(_HEADER.pack(FCGI_VERSION_1, record_type, request_id, len(piece), -len(piece) % 8))
+        parts.append(piece)
+        parts.append(_ZEROS[: -len(piece) % HEADER_LEN])
+    return b"".join(parts)
+
+
+def pack_begin_request(request_id: int, role: int, keep_conn: bool) -> bytes:
+    flags = FCGI_KEEP_CONN if keep_conn else 0
+    return pack_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+
+
+def pack_end_request(
+    request_id: int, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE
+) -> bytes:
+    body = _END_BODY.pack(app_status & 0xFFFFFFFF, protocol_status)
+    return pack_record(RecordType.END_REQUEST, request_id, body)
+
+
+def pack_unknown_type(record_type: int) -> bytes:
+    body = _UNKNOWN_TYPE_BODY.pack(record_type)
+    return pack_record(RecordType.UNKNOWN_TYPE, NULL_REQUEST_ID, body)
+
+
+def pack_params(request_id: int, params: Mapping[str, str | bytes] | Iterable[tuple[str | bytes, str | bytes]]) -> bytes:
+    """A whole PARAMS stream, closing record included."""
+    encoded = encode_pairs(params)
+    return pack_stream(RecordType.PARAMS, request_id, encoded) + pack_record(RecordType.PARAMS, request_id)
+
+
+def _length_prefix(length: int) -> bytes:
+    if length < 0x80:
+        return bytes((length,))
+    if length > 0x7FFFFFFF:
+        raise ValueError(f"name or value of {length} bytes is longer than FastCGI allows")
+    return _LONG_LEN.pack(length | 0x80000000)
+
+
+def _as_bytes(text: str | bytes) -> bytes:
+    # PEP 3333: CGI variables are latin-1 "native strings".
+    return text.encode("latin-1") if isinstance(text, str) else bytes(text)
+
+
+def encode_pairs(
+    pairs: Mapping[str, str | bytes] | Mapping[bytes, bytes] | Iterable[tuple[str | bytes, str | bytes]],
+) -> bytes:
+    """Name-value pairs in FastCGI's length-prefixed format (1- or 4-byte lengths)."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    parts: list[bytes] = []
+    for name, value in items:
+        raw_name, raw_value = _as_bytes(name), _as_bytes(value)
+        parts += (_length_prefix(len(raw_name)), _length_prefix(len(raw_value)), raw_name, raw_value)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------- input
+
+
+def _read_length(buf: bytes, pos: int) -> tuple[int, int]:
+    first = buf[pos]
+    if first < 0x80:
+        return first, pos + 1
+    if pos + 4 > len(buf):
+        raise RemoteProtocolError("name-value pair cut inside a 4-byte length")
+    return _LONG_LEN.unpack_from(buf, pos)[0] & 0x7FFFFFFF, pos + 4
+
+
+def decode_pairs(buf: bytes) -> dict[str, str]:
+    """Name-value pairs to a dict of latin-1 strings (PEP 3333); a repeated name keeps its last value."""
+    pairs: dict[str, str] = {}
+    pos, end = 0, len(buf)
+    while pos < end:
+        name_len, pos = _read_length(buf, pos)
+        if pos >= end:
+            raise RemoteProtocolError("name-value pair cut before its value length")
+        value_len, pos = _read_length(buf, pos)
+        stop = pos + name_len + value_len
+        if stop > end:
+            raise RemoteProtocolError(
+                f"name-value pair of {name_len}+{value_len} bytes runs past the end of its stream"
+            )
+        name = buf[pos : pos + name_len].decode("latin-1")
+        pairs[name] = buf[pos + name_len : stop].decode("latin-1")
+        pos = stop
+    return pairs
+
+
+def parse_begin_request(content: bytes) -> BeginRequestBody:
+    if len(content) != _BEGIN_BODY.size:
+        raise RemoteProtocolError(f"BEGIN_REQUEST body of {len(content)} bytes, expected 8")
+    role, flags = _BEGIN_BODY.unpack(content)
+    return BeginRequestBody(role, bool(flags & FCGI_KEEP_CONN))
+
+
+def parse_end_request(content: bytes) -> EndRequestBody:
+    if len(content) != _END_BODY.size:
+        raise RemoteProtocolError(f"END_REQUEST body of {len(content)} bytes, expected 8")
+    app_status, protocol_status = _END_BODY.unpack(content)
+    return EndRequestBody(app_status, protocol_status)
+
+
+def parse_unknown_type(content: bytes) -> int:
+    if len(content) != _UNKNOWN_TYPE_BODY.size:
+        raise RemoteProtocolError(f"UNKNOWN_TYPE body of {len(content)} bytes, expected 8")
+    return int(content[0])
+
+
+class RecordReader:
+    """Splits a byte stream into records, however the bytes are cut.
+
+    :meth:`feed` returns every record completed by the new bytes and keeps the
+    incomplete tail (at most one record) for the next call. A record arriving in many
+    small pieces is gathered in a bytearray, so feeding byte by byte stays linear.
+    """
+
+    __slots__ = ("_tail", "_need")
+
+    def __init__(self) -> None:
+        self._tail = bytearray()
+        self._need = HEADER_LEN
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back because their record is not complete yet."""
+        return len(self._tail)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._tail:
+            self._tail += data
+            if len(self._tail) < self._need:
+                return []
+            return self._take_tail()
+        return self._parse(data)
+
+    def _take_tail(self) -> list[Record]:
+        data = bytes(self._tail)
+        self._tail = bytearray()
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> list[Record]:
+        records: list[Record] = []
+        pos, end = 0, len(data)
+        unpack = _HEADER.unpack_from
+        while end - pos >= HEADER_LEN:
+            version, rtype, request_id, length, padding = unpack(data, pos)
+            if version != FCGI_VERSION_1:
+                raise RemoteProtocolError(f"record with version {version} (expected 1): not FastCGI")
+            stop = pos + HEADER_LEN + length
+            if stop + padding > end:
+                self._need = HEADER_LEN + length + padding
+                break
+            records.append(Record(rtype, request_id, data[pos + HEADER_LEN : stop]))
+            pos = stop + padding
+        else:
+            self._need = HEADER_LEN
+        if pos < end:
+            self._tail = bytearray(memoryview(data)[pos:])
+        return records

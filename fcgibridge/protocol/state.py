@@ -1,0 +1,87 @@
+"""Every per-request state rule of the application role, in one table.
+
+Rule 1. A record carries a request id. Id 0 is for management records (GET_VALUES);
+        any other id is *inactive* until BEGIN_REQUEST makes it active. The spec says:
+        "the application ignores requests with requestId values that are not active,
+        except for FCGI_BEGIN_REQUEST", so a record for an inactive id is dropped silently.
+
+Rule 2. An active request moves through the states below. A record that has no row for
+        the request's current state does not fit: the core reports it as ``BadRecord``,
+        drops it, and fails the request (its further records are dropped until the
+        caller ends it). It never tears the connection down, so other requests
+        multiplexed on the same connection carry on.
+
+Rule 3. ABORT_REQUEST on an active request moves it to ABORTED (the caller ends it
+        promptly); records for an ABORTED or FAILED request are dropped.
+
+Rule 4. Ending a request (our END_REQUEST) while its STDIN is still open moves it to
+        DRAINING: the rest of the body is read and discarded until the empty STDIN
+        record, so the web server is never cut off in the middle of writing the body
+        (a broken pipe there becomes a 502 even though the app answered).
+        A request ended in any other state becomes inactive at once.
+
+           PARAMS ──empty PARAMS──▶ STDIN ──empty STDIN──▶ RESPONDING
+             │                        │                       │
+             └────── end_request ─────┴──▶ DRAINING           └─ end_request ─▶ inactive
+                                             └──empty STDIN──▶ inactive
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .constants import RecordType
+
+
+class RequestState(enum.Enum):
+    PARAMS = "reading PARAMS"
+    STDIN = "reading STDIN"
+    RESPONDING = "STDIN complete, responding"
+    DRAINING = "ended, draining STDIN"
+    ABORTED = "aborted by the web server"
+    FAILED = "failed by a bad record"
+
+
+class Step(enum.Enum):
+    """What a fitting record does."""
+
+    PARAMS_DATA = enum.auto()
+    PARAMS_END = enum.auto()
+    BODY_DATA = enum.auto()
+    BODY_END = enum.auto()
+    DISCARD = enum.auto()
+    ABORT = enum.auto()
+    FORGET = enum.auto()
+
+
+_S = RequestState
+_T = RecordType
+
+#: (state, record type, is the record empty) -> (what it does, next state or None for inactive)
+TRANSITIONS: dict[tuple[RequestState, RecordType, bool], tuple[Step, RequestState | None]] = {
+    (_S.PARAMS, _T.PARAMS, False): (Step.PARAMS_DATA, _S.PARAMS),
+    (_S.PARAMS, _T.PARAMS, True): (Step.PARAMS_END, _S.STDIN),
+    (_S.STDIN, _T.STDIN, False): (Step.BODY_DATA, _S.STDIN),
+    (_S.STDIN, _T.STDIN, True): (Step.BODY_END, _S.RESPONDING),
+    (_S.DRAINING, _T.STDIN, False): (Step.DISCARD, _S.DRAINING),
+    (_S.DRAINING, _T.STDIN, True): (Step.FORGET, None),
+}
+for _state in (_S.PARAMS, _S.STDIN, _S.RESPONDING):
+    TRANSITIONS[(_state, _T.ABORT_REQUEST, True)] = (Step.ABORT, _S.ABORTED)
+TRANSITIONS[(_S.DRAINING, _T.ABORT_REQUEST, True)] = (Step.FORGET, None)
+
+#: States in which every record for the request is dropped (Rule 3).
+DEAF_STATES = frozenset({_S.ABORTED, _S.FAILED})
+
+#: State after our END_REQUEST, by the state it was sent in (Rule 4).
+AFTER_END: dict[RequestState, RequestState | None] = {
+    _S.PARAMS: _S.DRAINING,
+    _S.STDIN: _S.DRAINING,
+    _S.RESPONDING: None,
+    _S.DRAINING: _S.DRAINING,
+    _S.ABORTED: None,
+    _S.FAILED: None,
+}
+
+#: States in which the application may still write STDOUT/STDERR for the request.
+WRITABLE_STATES = frozenset({_S.STDIN, _S.RESPONDING, _S.FAILED})
