@@ -108,7 +108,9 @@ def pack_unknown_type(record_type: int) -> bytes:
     return pack_record(RecordType.UNKNOWN_TYPE, NULL_REQUEST_ID, body)
 
 
-def pack_params(request_id: int, params: Mapping[str, str | bytes] | Iterable[tuple[str | bytes, str | bytes]]) -> bytes:
+def pack_params(
+    request_id: int, params: Mapping[str, str | bytes] | Iterable[tuple[str | bytes, str | bytes]]
+) -> bytes:
     """A whole PARAMS stream, closing record included."""
     encoded = encode_pairs(params)
     return pack_stream(RecordType.PARAMS, request_id, encoded) + pack_record(RecordType.PARAMS, request_id)
@@ -197,13 +199,17 @@ class RecordReader:
     :meth:`feed` returns every record completed by the new bytes and keeps the
     incomplete tail (at most one record) for the next call. A record arriving in many
     small pieces is gathered in a bytearray, so feeding byte by byte stays linear.
+
+    After a :class:`RemoteProtocolError` the stream is out of step (the bytes that
+    follow are no record boundary), so every later :meth:`feed` raises it again.
     """
 
-    __slots__ = ("_tail", "_need")
+    __slots__ = ("_error", "_need", "_tail")
 
     def __init__(self) -> None:
         self._tail = bytearray()
         self._need = HEADER_LEN
+        self._error: RemoteProtocolError | None = None
 
     @property
     def pending(self) -> int:
@@ -211,6 +217,16 @@ class RecordReader:
         return len(self._tail)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        if self._error is not None:
+            raise RemoteProtocolError(f"stream already broken: {self._error}")
+        try:
+            return self._feed(data)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._tail = bytearray()
+            raise
+
+    def _feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
         if not isinstance(data, bytes):
             data = bytes(data)
         if self._tail:
