@@ -1,0 +1,244 @@
+"""ASGI 3 (HTTP and lifespan) behind the connection layer; ASGI 2 through asgiref.
+
+Request bodies arrive as ``http.request`` messages as STDIN records come in; when the
+app falls behind, reading from the connection pauses. The response head waits for the
+first body message, so a small response leaves in one write with END_REQUEST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from asgiref.typing import ASGI3Application
+
+from ..cgi import format_head
+from .connection import ClientDisconnected, RequestStream
+from .environ import asgi_scope
+
+log = logging.getLogger("fcgibridge.app")
+
+#: Body bytes queued for an ASGI app before reading from its connection pauses.
+MAX_QUEUED_BODY = 256 * 1024
+
+_INTERNAL_ERROR = (
+    b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nInternal Server Error\n"
+)
+
+
+class LifespanFailure(Exception):
+    """The app reported ``lifespan.startup.failed`` (or crashed during startup with --lifespan on)."""
+
+
+class ASGIAdapter:
+    """Serves an ASGI 3 app: each request is a task on the worker's event loop."""
+
+    def __init__(self, app: ASGI3Application, *, root_path: str = "", state: dict[str, Any] | None = None) -> None:
+        self.app = app
+        self.root_path = root_path
+        self.state = state
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, stream: RequestStream) -> ASGIRequest:
+        request = ASGIRequest(self, stream)
+        task = asyncio.get_running_loop().create_task(request.run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return request
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+class ASGIRequest:
+    """One ASGI HTTP call: the receive and send callables and the body queue."""
+
+    def __init__(self, adapter: ASGIAdapter, stream: RequestStream) -> None:
+        self.adapter = adapter
+        self.stream = stream
+        self.chunks: deque[bytes] = deque()
+        self.queued = 0
+        self.body_done = False
+        self.body_delivered = False
+        self.gone = False
+        self.head: bytes | None = None
+        self.head_sent = False
+        self.complete = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------ RequestHandler (loop side)
+
+    def receive_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.queued += len(data)
+        if self.queued > MAX_QUEUED_BODY:
+            self.stream.pause_reading()
+        self._wake()
+
+    def end_body(self) -> None:
+        self.body_done = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        self.gone = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    # ------------------------------------------------------------- receive / send
+
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            if self.gone or self.complete:
+                return {"type": "http.disconnect"}
+            if self.chunks:
+                data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+                self.chunks.clear()
+                if self.queued > MAX_QUEUED_BODY:
+                    self.stream.resume_reading()
+                self.queued = 0
+                self.body_delivered = self.body_done
+                return {"type": "http.request", "body": data, "more_body": not self.body_done}
+            if self.body_done and not self.body_delivered:
+                self.body_delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await self._wait()
+
+    async def send(self, message: Any) -> None:
+        if self.gone:
+            raise ClientDisconnected("the request was aborted or its connection closed")
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.head is not None:
+                raise RuntimeError("ASGI app sent 'http.response.start' twice")
+            self.head = format_head(int(message["status"]), message.get("headers", ()))
+        elif kind == "http.response.body":
+            await self._send_body(message.get("body", b""), message.get("more_body", False))
+        else:
+            raise RuntimeError(f"ASGI app sent unexpected message type {kind!r}")
+
+    async def _send_body(self, body: bytes, more_body: bool) -> None:
+        if self.head is None:
+            raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
+        if self.complete:
+            raise RuntimeError("ASGI app sent 'http.response.body' after the response was complete")
+        if not self.head_sent:
+            body = self.head + body
+            self.head_sent = True
+        if more_body:
+            if body:
+                self.stream.write(body)
+                await self.stream.drain()
+            return
+        self.complete = True
+        self.stream.end(body)
+        self._wake()
+
+    # --------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        stream = self.stream
+        scope = asgi_scope(stream.params, stream.role, self.adapter.root_path, self.adapter.state)
+        try:
+            await self.adapter.app(scope, self.receive, self.send)  # type: ignore[arg-type]
+        except ClientDisconnected:
+            log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
+        except asyncio.CancelledError:
+            self._finish_failed()
+            raise
+        except Exception:
+            log.exception("error in ASGI app serving %s", stream.params.get("REQUEST_URI", "?"))
+            self._finish_failed()
+        else:
+            if not self.complete and not self.gone:
+                if self.head_sent:
+                    log.error("ASGI app returned before finishing its response to %s", stream.params.get("REQUEST_URI"))
+                else:
+                    log.error("ASGI app returned without a response to %s", stream.params.get("REQUEST_URI", "?"))
+                self._finish_failed()
+
+    def _finish_failed(self) -> None:
+        if self.complete or self.gone:
+            return
+        self.complete = True
+        if self.head_sent:
+            self.stream.end(app_status=1)
+        else:
+            self.stream.end(_INTERNAL_ERROR, app_status=1)
+
+
+class Lifespan:
+    """The ASGI lifespan protocol: startup before serving, shutdown after.
+
+    With ``mode="auto"`` an app that raises on the lifespan scope (Django's ASGI handler
+    does) is taken not to support it, and serving goes on without it.
+    """
+
+    def __init__(self, app: ASGI3Application, mode: str = "auto") -> None:
+        self.app = app
+        self.mode = mode
+        self.state: dict[str, Any] = {}
+        self.supported = mode != "off"
+        self._messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        if not self.supported:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        await self._messages.put({"type": "lifespan.startup"})
+        await self._started.wait()
+        if self._failure is not None:
+            raise LifespanFailure(self._failure)
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None or self._task.done():
+            return
+        await self._messages.put({"type": "lifespan.shutdown"})
+        await self._stopped.wait()
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        try:
+            await self.app(scope, self._receive, self._send)  # type: ignore[arg-type]
+        except BaseException as exc:
+            if self._started.is_set():
+                log.exception("error in ASGI lifespan shutdown")
+            elif self.mode == "auto":
+                log.info("the app does not support ASGI lifespan (%s: %s); serving without it",
+                         type(exc).__name__, exc)
+                self.supported = False
+            else:
+                log.exception("error in ASGI lifespan startup")
+                self._failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._started.set()
+            self._stopped.set()
+
+    async def _receive(self) -> dict[str, Any]:
+        return await self._messages.get()
+
+    async def _send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self._started.set()
+        elif kind == "lifespan.startup.failed":
+            self._failure = message.get("message", "") or "lifespan.startup.failed"
+            self._started.set()
+        elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if kind == "lifespan.shutdown.failed":
+                log.error("ASGI lifespan shutdown failed: %s", message.get("message", ""))
+            self._stopped.set()

@@ -1,0 +1,354 @@
+"""The connection layer: one asyncio protocol per web-server connection.
+
+It feeds the protocol core, creates a :class:`RequestStream` per request id, enforces
+the limits, applies backpressure both ways, and always ends a request with END_REQUEST:
+after success, app error, abort, or a lost connection (then there is nobody to tell).
+It does not know whether a WSGI or an ASGI app is behind the :class:`AppAdapter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from ..cgi import format_head
+from ..protocol import (
+    ApplicationConnection,
+    BadRecord,
+    RemoteProtocolError,
+    RequestAborted,
+    RequestBody,
+    RequestBodyEnd,
+    RequestRejected,
+    RequestStarted,
+    Role,
+)
+
+log = logging.getLogger("fcgibridge.server")
+
+#: How long a connection without KEEP_CONN keeps reading a request body nobody wants
+#: before it closes anyway (DESIGN.md: drain the body before closing).
+DRAIN_TIMEOUT = 10.0
+
+_PLAIN = [(b"Content-Type", b"text/plain; charset=utf-8")]
+
+
+class ClientDisconnected(OSError):
+    """The web server aborted the request or dropped the connection."""
+
+
+class RequestHandler(Protocol):
+    """What an app adapter gives back for each request: where its body goes."""
+
+    def receive_body(self, data: bytes) -> None: ...
+
+    def end_body(self) -> None: ...
+
+    def disconnect(self) -> None:
+        """The request is gone (abort, lost connection): stop, output is dropped."""
+
+
+class AppAdapter(Protocol):
+    """ASGI, WSGI or anything else that serves requests."""
+
+    def start(self, stream: RequestStream) -> RequestHandler: ...
+
+
+@dataclass
+class WorkerState:
+    """What every connection of one worker process shares."""
+
+    adapter: AppAdapter
+    max_connections: int = 1024
+    max_reqs: int = 1024
+    max_params_size: int = 1024 * 1024
+    max_body_size: int = 0
+    allowed: Callable[[Any], bool] | None = None
+    connections: set[FastCGIProtocol] = field(default_factory=set)
+    active_requests: int = 0
+    requests_served: int = 0
+    stopping: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_done(self) -> None:
+        self.active_requests -= 1
+        self.requests_served += 1
+        if self.active_requests == 0:
+            self.idle.set()
+
+
+class RequestStream:
+    """One request on one connection, as the app adapters see it (event-loop side)."""
+
+    __slots__ = ("_conn", "_handler", "body_received", "closed", "keep_conn", "params", "request_id", "role",
+                 "started")
+
+    def __init__(self, conn: FastCGIProtocol, request_id: int, role: Role, keep_conn: bool,
+                 params: dict[str, str]) -> None:
+        self._conn = conn
+        self.request_id = request_id
+        self.role = role
+        self.keep_conn = keep_conn
+        self.params = params
+        self.closed = False  # ended by us, aborted, or the connection is gone
+        self.started = False  # response bytes were sent
+        self.body_received = 0
+        self._handler: RequestHandler | None = None
+
+    # -- output (call from the event loop thread)
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise ClientDisconnected("the request was aborted or its connection closed")
+        if data:
+            self.started = True
+            self._conn.send(self._conn.core.send_stdout(self.request_id, data))
+
+    def write_stderr(self, data: bytes) -> None:
+        if not self.closed and data:
+            self._conn.send(self._conn.core.send_stderr(self.request_id, data))
+
+    def end(self, data: bytes = b"", app_status: int = 0) -> None:
+        """Send the last bytes and END_REQUEST, in one write."""
+        if self.closed:
+            return
+        self.started = self.started or bool(data)
+        self.closed = True
+        self._conn.finish(self, self._conn.core.end_request(self.request_id, app_status, stdout=data))
+
+    def respond_error(self, status: int, message: str) -> None:
+        """A whole plain-text error response, unless the response had started already."""
+        if self.started:
+            self.end(app_status=1)
+        else:
+            self.end(format_head(status, _PLAIN) + message.encode() + b"\n", app_status=1)
+
+    @property
+    def writable(self) -> bool:
+        return not self._conn.write_paused
+
+    async def drain(self) -> None:
+        """Wait until the web server has taken enough of what was written."""
+        if self._conn.write_paused and not self.closed:
+            await self._conn.wait_writable()
+
+    def pause_reading(self) -> None:
+        self._conn.pause_for(self, True)
+
+    def resume_reading(self) -> None:
+        self._conn.pause_for(self, False)
+
+    # -- input (called by the connection)
+
+    def _body(self, data: bytes, limit: int) -> None:
+        self.body_received += len(data)
+        if limit and self.body_received > limit:
+            self.fail(413, "Request body too large")
+        elif self._handler is not None:
+            self._handler.receive_body(data)
+
+    def fail(self, status: int, message: str) -> None:
+        """Stop the app (if any) and answer ``status`` if nothing was sent yet."""
+        self.disconnect_handler()
+        self.respond_error(status, message)
+
+    def disconnect_handler(self) -> None:
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            handler.disconnect()
+
+
+class FastCGIProtocol(asyncio.Protocol):
+    """One connection from a web server."""
+
+    def __init__(self, state: WorkerState) -> None:
+        self.state = state
+        self.core = ApplicationConnection(
+            max_conns=state.max_connections,
+            max_reqs=state.max_reqs,
+            mpxs_conns=True,
+            max_params_size=state.max_params_size,
+        )
+        self.streams: dict[int, RequestStream] = {}
+        self.transport: asyncio.Transport | None = None
+        self.write_paused = False
+        self._writable_waiters: list[asyncio.Future[None]] = []
+        self._pausers: set[RequestStream] = set()
+        self._closing = False
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        state = self.state
+        if state.allowed is not None and not state.allowed(transport.get_extra_info("peername")):
+            log.warning("refused connection from %s: not in FCGI_WEB_SERVER_ADDRS",
+                        transport.get_extra_info("peername"))
+            transport.abort()
+            return
+        if len(state.connections) >= state.max_connections or state.stopping:
+            if not state.stopping:
+                log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
+            transport.abort()
+            return
+        state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.core.receive_data(data)
+        except RemoteProtocolError as exc:
+            log.warning("closing connection from %s: %s", self._peer(), exc)
+            self._lose()
+            return
+        for event in events:
+            if type(event) is RequestBody:
+                stream = self.streams.get(event.request_id)
+                if stream is not None:
+                    stream._body(event.data, self.state.max_body_size)
+            elif type(event) is RequestStarted:
+                self._start(event)
+            elif type(event) is RequestBodyEnd:
+                stream = self.streams.get(event.request_id)
+                if stream is not None and stream._handler is not None:
+                    stream._handler.end_body()
+            elif type(event) is RequestAborted:
+                self._abort(event.request_id, "aborted by the web server")
+            elif type(event) is BadRecord:
+                self._bad_record(event)
+            elif type(event) is RequestRejected:
+                log.warning("rejected request %d: %s (role %d)", event.request_id, event.protocol_status.name,
+                            event.role)
+        replies = self.core.data_to_send()
+        if replies:
+            self.send(replies)
+        self._maybe_close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost cleans up
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        for stream in list(self.streams.values()):
+            stream.closed = True
+            stream.disconnect_handler()
+            self._forget(stream)
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writers()
+
+    # ------------------------------------------------------------------ requests
+
+    def _start(self, event: RequestStarted) -> None:
+        stream = RequestStream(self, event.request_id, event.role, event.keep_conn, event.params)
+        self.streams[event.request_id] = stream
+        self.state.active_requests += 1
+        self.state.idle.clear()
+        limit = self.state.max_body_size
+        length = event.params.get("CONTENT_LENGTH", "")
+        if limit and length.isdigit() and int(length) > limit:
+            stream.respond_error(413, "Request body too large")
+            return
+        try:
+            stream._handler = self.state.adapter.start(stream)
+        except Exception:
+            log.exception("could not start request %s", event.params.get("REQUEST_URI", "?"))
+            stream.respond_error(500, "Internal Server Error")
+
+    def _abort(self, request_id: int, why: str) -> None:
+        stream = self.streams.get(request_id)
+        if stream is None:
+            return
+        log.info("request %s %s", stream.params.get("REQUEST_URI", request_id), why)
+        stream.disconnect_handler()
+        stream.end(app_status=1)
+
+    def _bad_record(self, event: BadRecord) -> None:
+        log.warning("bad record from %s for request %d: %s", self._peer(), event.request_id, event.reason)
+        stream = self.streams.get(event.request_id)
+        if stream is not None:
+            stream.fail(400, "Bad Request")
+        else:  # the app never started: answer so the web server is not left waiting
+            self.send(self.core.end_request(event.request_id, 1, stdout=format_head(400, _PLAIN) + b"Bad Request\n"))
+
+    def finish(self, stream: RequestStream, data: bytes) -> None:
+        """Called by :meth:`RequestStream.end` with the final bytes of a request."""
+        self.send(data)
+        if not stream.keep_conn:
+            self._closing = True
+        self._forget(stream)
+        self._maybe_close()
+
+    def _forget(self, stream: RequestStream) -> None:
+        if self.streams.pop(stream.request_id, None) is not None:
+            self.state.request_done()
+        if stream in self._pausers:
+            self.pause_for(stream, False)
+
+    def _maybe_close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
+            transport.close()
+        elif self._closing and not self.streams and self._drain_timer is None:
+            # The response is out but the web server is still sending the body: read
+            # it to its end (the core discards it) before closing, within a bound.
+            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._lose)
+
+    def close_if_idle(self) -> None:
+        """Graceful stop: close now if no request is in flight, else after the last one."""
+        self._maybe_close()
+
+    # ------------------------------------------------------------- transport glue
+
+    def send(self, data: bytes) -> None:
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _lose(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer) if peer else "unix socket"
+
+    async def wait_writable(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._writable_waiters.append(waiter)
+        await waiter
+
+    def _wake_writers(self) -> None:
+        waiters, self._writable_waiters = self._writable_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_for(self, stream: RequestStream, pause: bool) -> None:
+        """Pause reading while any request on this connection has more body queued
+        than its app takes (ASGI backpressure)."""
+        if self.transport is None:
+            return
+        before = bool(self._pausers)
+        if pause:
+            self._pausers.add(stream)
+        else:
+            self._pausers.discard(stream)
+        after = bool(self._pausers)
+        if before != after and not self.transport.is_closing():
+            if after:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()

@@ -1,0 +1,245 @@
+"""WSGI (PEP 3333) behind the connection layer: apps run in a thread pool.
+
+The app thread never touches the transport. Its output is handed to the event loop
+through a small queue that coalesces whatever accumulated before the loop got to it,
+so a typical small response (head, body, end) leaves in a single write. The thread
+waits when the web server is slow to read (backpressure), and its next read or write
+fails with :class:`ClientDisconnected` once the request is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import IO, Any
+
+from .body import BlockingBody
+from .connection import ClientDisconnected, RequestStream
+from .environ import is_https, wsgi_environ
+
+log = logging.getLogger("fcgibridge.app")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+#: Output bytes an app thread may have queued before it waits for the event loop.
+HIGH_WATER = 256 * 1024
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterate a file in blocks; ``close`` closes it."""
+
+    def __init__(self, filelike: IO[bytes], blksize: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while block := read(self.blksize):
+            yield block
+
+
+class WSGIAdapter:
+    """Serves a WSGI app: each request runs in a thread of the pool."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        threads: int = 8,
+        root_path: str = "",
+        spool_threshold: int = 1024 * 1024,
+        multiprocess: bool = False,
+    ) -> None:
+        self.app = app
+        self.root_path = root_path
+        self.spool_threshold = spool_threshold
+        self.executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="fcgibridge-wsgi")
+        self.base = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": threads > 1,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+
+    def start(self, stream: RequestStream) -> WSGIRequest:
+        request = WSGIRequest(self, stream, asyncio.get_running_loop())
+        self.executor.submit(request.run)
+        return request
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+
+
+class WSGIRequest:
+    """One WSGI call. The loop side takes body bytes; the thread side runs the app."""
+
+    def __init__(self, adapter: WSGIAdapter, stream: RequestStream, loop: asyncio.AbstractEventLoop) -> None:
+        self.adapter = adapter
+        self.stream = stream
+        self.loop = loop
+        self.body = BlockingBody(adapter.spool_threshold)
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        # output handed to the loop
+        self._lock = threading.Condition(threading.Lock())
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._scheduled = False
+        self._ending = False
+        self._app_status = 0
+        self._blocked = False
+        self._gone = False
+
+    # ------------------------------------------------ RequestHandler (loop side)
+
+    def receive_body(self, data: bytes) -> None:
+        self.body.feed(data)
+
+    def end_body(self) -> None:
+        self.body.end()
+
+    def disconnect(self) -> None:
+        self.body.abort()
+        with self._lock:
+            self._gone = True
+            self._pending.clear()
+            self._lock.notify_all()
+
+    # --------------------------------------------------------- app thread side
+
+    def run(self) -> None:
+        stream = self.stream
+        try:
+            environ = wsgi_environ(stream.params, stream.role, self.adapter.root_path)
+            environ.update(self.adapter.base)
+            environ["wsgi.url_scheme"] = "https" if is_https(stream.params) else "http"
+            environ["wsgi.input"] = self.body
+            self._serve(environ)
+        except ClientDisconnected:
+            log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
+        except BaseException:
+            log.exception("error in WSGI app serving %s", stream.params.get("REQUEST_URI", "?"))
+            try:
+                self._fail()
+            except ClientDisconnected:
+                pass
+        finally:
+            self.body.close()
+
+    def _serve(self, environ: dict[str, Any]) -> None:
+        result = self.adapter.app(environ, self.start_response)
+        try:
+            for chunk in result:
+                if chunk:
+                    self._write(chunk)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        if self.status is None:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        self._send(b"" if self.head_sent else self._head(), end=True)
+
+    def _fail(self) -> None:
+        if self.head_sent:
+            self._app_status = 1
+            self._send(b"", end=True)
+        else:
+            self._send(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                       b"Internal Server Error\n", end=True)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise RuntimeError("start_response called a second time without exc_info")
+        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+            raise ValueError(f"WSGI status must be a str like '200 OK', not {status!r}")
+        self.status = status
+        self.headers = headers
+        return self._write
+
+    def _head(self) -> bytes:
+        lines = [f"Status: {self.status}"]
+        lines += [f"{name}: {value}" for name, value in self.headers]
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or "\r" in text.replace("\r\n", ""):
+            raise ValueError("a WSGI header name or value contains a line break")
+        return text.encode("latin-1") + b"\r\n\r\n"
+
+    def _write(self, data: bytes) -> None:
+        """The ``write`` callable, and where every body chunk goes."""
+        if self.status is None:
+            raise RuntimeError("write() before start_response()")
+        if not self.head_sent:
+            data = self._head() + data
+            self.head_sent = True
+        self._send(data)
+
+    def _send(self, data: bytes, end: bool = False) -> None:
+        with self._lock:
+            if self._gone:
+                raise ClientDisconnected("the request was aborted or its connection closed")
+            if end:
+                self._ending = True
+                self.head_sent = True
+            if data:
+                self._pending.append(data)
+                self._pending_size += len(data)
+            schedule = not self._scheduled
+            self._scheduled = True
+            if schedule:
+                self.loop.call_soon_threadsafe(self._flush)
+            while not end and not self._gone and (self._pending_size > HIGH_WATER or self._blocked):
+                self._lock.wait()
+
+    # -------------------------------------------------------------- loop side
+
+    def _flush(self) -> None:
+        with self._lock:
+            parts, self._pending, self._pending_size = self._pending, [], 0
+            self._scheduled = False
+            ending = self._ending
+            if self._gone:
+                return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        stream = self.stream
+        try:
+            if ending:
+                stream.end(data, self._app_status)
+            else:
+                stream.write(data)
+        except ClientDisconnected:
+            self.disconnect()
+            return
+        if not ending and not stream.writable:
+            with self._lock:
+                self._blocked = True
+            self.loop.create_task(self._unblock())
+        else:
+            with self._lock:
+                self._lock.notify_all()
+
+    async def _unblock(self) -> None:
+        await self.stream.drain()
+        with self._lock:
+            self._blocked = False
+            self._lock.notify_all()
