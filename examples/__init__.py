@@ -1,0 +1,1 @@
+"""Example applications for fcgibridge (not part of the installed package)."""
