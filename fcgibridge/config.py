@@ -1,15 +1,41 @@
-"""Every option of the server, in one dataclass.
+"""Every option of the server, in one dataclass, and the loader that fills it.
 
 Each field's metadata (an :class:`Option`) is the single source from which the CLI
 flags, the TOML keys (``fcgibridge.toml`` or ``[tool.fcgibridge]``) and the
 ``FCGIBRIDGE_<NAME>`` environment variables are generated. Nothing else lists options.
+
+:func:`load_config` reads all three, in this order of precedence::
+
+    defaults < config file < environment < command line
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
+import functools
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from . import __version__
+from .errors import UserError
+
+__all__ = [
+    "Config",
+    "INTERFACES",
+    "Option",
+    "build_parser",
+    "load_config",
+    "option",
+    "parse_socket_mode",
+]
 
 @dataclass(frozen=True)
 class Option:
@@ -22,6 +48,10 @@ class Option:
     #: Extra environment variable honoured for compatibility (besides FCGIBRIDGE_<NAME>).
     env_alias: str | None = None
     positional: bool = False
+    #: Smallest accepted value of a number.
+    minimum: float | None = None
+    #: Checks a converted value; raises ValueError with a message that says what is accepted.
+    validate: Callable[[Any], object] | None = None
 
 
 def option(default: Any, help: str, *flags: str, **kwargs: Any) -> Any:
@@ -35,6 +65,14 @@ def option(default: Any, help: str, *flags: str, **kwargs: Any) -> Any:
 INTERFACES = ("auto", "wsgi", "asgi3", "asgi2")
 
 
+def parse_socket_mode(text: str) -> int:
+    """Permission bits from an octal string such as ``"660"``, ``"0660"`` or ``"0o660"``."""
+    digits = text.strip().removeprefix("0o").removeprefix("0O")
+    if not re.fullmatch(r"[0-7]{1,4}", digits) or int(digits, 8) > 0o777:
+        raise ValueError(f"must be octal permission bits such as 660 or 600, got {text!r}")
+    return int(digits, 8)
+
+
 @dataclass
 class Config:
     """The server's options. Sizes are bytes, times seconds."""
@@ -45,7 +83,7 @@ class Config:
         positional=True,
         metavar="APP",
     )
-    bind: list[str] = option(
+    bind: list[str] = option(  # noqa: RUF009 (option() gives a list default a default_factory)
         [],
         "Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable. Default: fd 0 when it is a "
         "listening socket (spawn-fcgi, lighttpd bin-path), else 127.0.0.1:9000.",
@@ -54,28 +92,359 @@ class Config:
         metavar="ADDRESS",
     )
     workers: int = option(1, "Worker processes (default: $WEB_CONCURRENCY or 1).", "-w", "--workers",
-                          env_alias="WEB_CONCURRENCY")
-    threads: int = option(8, "Threads per worker that run WSGI apps.", "--threads")
+                          env_alias="WEB_CONCURRENCY", minimum=1)
+    threads: int = option(8, "Threads per worker that run WSGI apps.", "--threads", minimum=1)
     interface: str = option("auto", "The app's interface; detected unless given.", "--interface", choices=INTERFACES)
     lifespan: str = option("auto", "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
                            "--lifespan", choices=("auto", "on", "off"))
     root_path: str = option("", "Mount point of the app (SCRIPT_NAME / ASGI root_path), overriding what the "
                             "web server sends.", "--root-path", metavar="PATH")
-    backlog: int = option(1024, "Listen queue length.", "--backlog")
-    socket_mode: str = option("666", "Permission bits (octal) of unix sockets.", "--socket-mode", metavar="MODE")
+    backlog: int = option(1024, "Listen queue length.", "--backlog", minimum=1)
+    socket_mode: str = option("666", "Permission bits (octal) of unix sockets.", "--socket-mode", metavar="MODE",
+                              validate=parse_socket_mode)
     max_connections: int = option(1024, "Connections each worker serves at once (FCGI_MAX_CONNS is this times "
-                                  "the workers).", "--max-connections")
+                                  "the workers).", "--max-connections", minimum=1)
     max_params_size: int = option(1024 * 1024, "Largest PARAMS stream (CGI variables) of one request.",
-                                  "--max-params-size", metavar="BYTES")
+                                  "--max-params-size", metavar="BYTES", minimum=1)
     max_body_size: int = option(0, "Largest request body; 0 means no limit. Larger bodies get 413.",
-                                "--max-body-size", metavar="BYTES")
+                                "--max-body-size", metavar="BYTES", minimum=0)
     spool_threshold: int = option(1024 * 1024, "Request body bytes held in memory before the rest spools to a "
-                                  "temporary file.", "--spool-threshold", metavar="BYTES")
+                                  "temporary file.", "--spool-threshold", metavar="BYTES", minimum=0)
     graceful_timeout: float = option(30.0, "Seconds a stopping worker waits for requests in flight.",
-                                     "--graceful-timeout")
+                                     "--graceful-timeout", minimum=0)
     loop: str = option("auto", "Event loop: uvloop when installed (auto), or asyncio.", "--loop",
                        choices=("auto", "asyncio", "uvloop"))
     log_level: str = option("info", "Logging level.", "--log-level",
                             choices=("critical", "error", "warning", "info", "debug"))
     config: str = option("", "TOML config file (default: fcgibridge.toml, or [tool.fcgibridge] in "
                          "pyproject.toml, in the current directory).", "-c", "--config", metavar="FILE")
+
+
+# --------------------------------------------------------------------------------------
+# Loading: everything below is generated from the fields above.
+
+ENV_PREFIX = "FCGIBRIDGE_"
+CONFIG_FILE = "fcgibridge.toml"
+PYPROJECT_FILE = "pyproject.toml"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A config field with its annotation reduced to what the loaders need."""
+
+    name: str
+    kind: type  # int, float, str or bool; for lists, the item type
+    is_list: bool
+    default: Any
+    option: Option
+
+    @property
+    def key(self) -> str:
+        """The name users write in TOML (dashes and underscores are both accepted)."""
+        return self.name
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.option.flags or ("--" + self.name.replace("_", "-"),)
+
+
+@functools.cache
+def _fields() -> tuple[_Field, ...]:
+    hints = typing.get_type_hints(Config)
+    result = []
+    for f in dataclasses.fields(Config):
+        opt = f.metadata["option"]
+        hint = hints[f.name]
+        is_list = typing.get_origin(hint) is list
+        if is_list:
+            (kind,) = typing.get_args(hint)
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
+            raise TypeError(f"Config.{f.name}: optional fields are not supported by the loader")
+        else:
+            kind = hint
+        if kind not in (int, float, str, bool):
+            raise TypeError(f"Config.{f.name}: the loader cannot handle the annotation {hint!r}")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        result.append(_Field(f.name, kind, is_list, default, opt))
+    return tuple(result)
+
+
+def _fields_by_key() -> dict[str, _Field]:
+    return {f.key: f for f in _fields()}
+
+
+# Conversion and checks, shared by all three sources. Each raises ValueError with a message
+# that reads well after "<where>: " ("must be an integer, got 'abc'").
+
+
+def _scalar_from_text(fld: _Field, text: str) -> Any:
+    text = text.strip() if fld.kind is not str else text
+    if fld.kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {text!r}") from None
+    if fld.kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"must be a number, got {text!r}") from None
+    if fld.kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"must be true or false, got {text!r}")
+    return text
+
+
+def _scalar_from_toml(fld: _Field, value: object) -> Any:
+    if isinstance(value, str) and fld.kind is not str:
+        return _scalar_from_text(fld, value)
+    ok = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        bool: lambda v: isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[fld.kind](value)
+    if not ok:
+        wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[fld.kind]
+        raise ValueError(f"must be {wanted}, got {value!r}")
+    return float(value) if fld.kind is float else value  # type: ignore[arg-type]
+
+
+def _check(fld: _Field, value: Any) -> Any:
+    opt = fld.option
+    if opt.choices is not None and value not in opt.choices:
+        raise ValueError(f"must be one of {', '.join(opt.choices)}; got {value!r}")
+    if opt.minimum is not None and value < opt.minimum:
+        minimum = int(opt.minimum) if fld.kind is int else opt.minimum
+        raise ValueError(f"must be at least {minimum}, got {value!r}")
+    if opt.validate is not None:
+        opt.validate(value)
+    return value
+
+
+def _from_text(fld: _Field, text: str) -> Any:
+    """A value from an environment variable; list items are split on whitespace and commas."""
+    if fld.is_list:
+        return [_check(fld, _scalar_from_text(fld, item)) for item in re.split(r"[\s,]+", text) if item]
+    return _check(fld, _scalar_from_text(fld, text))
+
+
+def _from_toml(fld: _Field, value: object) -> Any:
+    """A value from the config file; a list field also takes a single item."""
+    if fld.is_list:
+        items = value if isinstance(value, list) else [value]
+        return [_check(fld, _scalar_from_toml(fld, item)) for item in items]
+    return _check(fld, _scalar_from_toml(fld, value))
+
+
+def _closest(word: str, candidates: Sequence[str]) -> str | None:
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+# The command line.
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`UserError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(f"{message} (see fcgibridge --help)")
+
+
+def _arg_type(fld: _Field) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return _check(fld, _scalar_from_text(fld, text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = fld.kind.__name__
+    return convert
+
+
+def _help(fld: _Field) -> str:
+    text = fld.option.help
+    if fld.default not in ("", [], None) and "default" not in text.lower():
+        shown = fld.default if not isinstance(fld.default, bool) else str(fld.default).lower()
+        text = f"{text} (default: {shown})"
+    return text.replace("%", "%%")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fcgibridge`` argument parser, one argument per :class:`Config` field.
+
+    Arguments that are not given are absent from the namespace (their default is
+    ``argparse.SUPPRESS``), so that the command line only overrides what it names.
+    """
+    parser = _Parser(
+        prog="fcgibridge",
+        description="Serve a WSGI or ASGI application over FastCGI. "
+        "(To talk to a FastCGI server instead, see: fcgibridge request --help.)",
+        epilog=f"Every option can also be set in {CONFIG_FILE} (or under [tool.fcgibridge] in "
+        f"{PYPROJECT_FILE}) as name = value, and in the environment as {ENV_PREFIX}NAME. "
+        "The command line beats the environment, which beats the file.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"fcgibridge {__version__}")
+    for fld in _fields():
+        opt = fld.option
+        kwargs: dict[str, Any] = {"help": _help(fld), "default": argparse.SUPPRESS, "dest": fld.name}
+        if opt.choices is not None:
+            kwargs["choices"] = opt.choices
+        if opt.metavar is not None:
+            kwargs["metavar"] = opt.metavar
+        elif fld.kind in (int, float):
+            kwargs["metavar"] = "N"
+        if fld.kind is bool and not fld.is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _arg_type(fld)
+            if fld.is_list:
+                kwargs["action"] = "append"
+        if opt.positional:
+            del kwargs["dest"]
+            kwargs["nargs"] = "*" if fld.is_list else "?"
+            parser.add_argument(fld.name, **kwargs)
+        else:
+            parser.add_argument(*fld.flags, **kwargs)
+    return parser
+
+
+def _from_argv(argv: Sequence[str]) -> dict[str, Any]:
+    parser = build_parser()
+    namespace, extra = parser.parse_known_args(list(argv))
+    if extra:
+        unknown = extra[0]
+        flags = [flag for action in parser._actions for flag in action.option_strings]
+        close = _closest(unknown.split("=", 1)[0], flags) if unknown.startswith("-") else None
+        if close is not None:
+            raise UserError(f"unrecognized argument {unknown!r}; did you mean {close}?")
+        raise UserError(f"unrecognized argument {unknown!r} (see fcgibridge --help)")
+    return vars(namespace)
+
+
+# The environment.
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    by_env = {fld.env: fld for fld in _fields()}
+    values: dict[str, Any] = {}
+    # Compatibility aliases first, so that FCGIBRIDGE_<NAME> beats them.
+    for fld in _fields():
+        alias = fld.option.env_alias
+        if alias is not None and environ.get(alias, "").strip():
+            values[fld.name] = _env_value(fld, alias, environ[alias])
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        fld_or_none = by_env.get(var)
+        if fld_or_none is None:
+            close = _closest(var, list(by_env))
+            hint = f"did you mean {close}?" if close else f"the known ones are {', '.join(sorted(by_env))}"
+            raise UserError(f"unknown environment variable {var}; {hint}")
+        if environ[var].strip():  # set but empty counts as unset, as shells and compose files produce it
+            values[fld_or_none.name] = _env_value(fld_or_none, var, environ[var])
+    return values
+
+
+def _env_value(fld: _Field, var: str, text: str) -> Any:
+    try:
+        return _from_text(fld, text)
+    except ValueError as exc:
+        raise UserError(f"{var}: {exc}") from None
+
+
+# The config file.
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def _find_file(explicit: str, cwd: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The config file and its fcgibridge table, or None when there is none."""
+    if explicit:
+        path = cwd / explicit
+        data = _read_toml(path)
+        if path.name == PYPROJECT_FILE:
+            return path, _tool_table(path, data) or {}
+        return path, data
+    path = cwd / CONFIG_FILE
+    if path.is_file():
+        return path, _read_toml(path)
+    path = cwd / PYPROJECT_FILE
+    if path.is_file():
+        table = _tool_table(path, _read_toml(path))
+        if table is not None:
+            return path, table
+    return None
+
+
+def _tool_table(path: Path, data: dict[str, Any]) -> dict[str, Any] | None:
+    tool = data.get("tool", {})
+    table = tool.get("fcgibridge") if isinstance(tool, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise UserError(f"{path}: tool.fcgibridge must be a table ([tool.fcgibridge])")
+    return table
+
+
+def _from_file(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    by_key = _fields_by_key()
+    values: dict[str, Any] = {}
+    for raw_key, value in table.items():
+        key = raw_key.replace("-", "_")
+        fld = by_key.get(key)
+        if fld is None or fld.name == "config":
+            if fld is not None:
+                raise UserError(f"{where}: 'config' cannot be set inside a config file; use -c FILE")
+            close = _closest(key, [k for k in by_key if k != "config"])
+            hint = f"did you mean {close!r}?" if close else f"the known ones are {', '.join(sorted(by_key))}"
+            raise UserError(f"{where}: unknown option {raw_key!r}; {hint}")
+        try:
+            values[fld.name] = _from_toml(fld, value)
+        except ValueError as exc:
+            raise UserError(f"{where}: {raw_key}: {exc}") from None
+    return values
+
+
+def load_config(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Config:
+    """Build the :class:`Config` from the command line, the environment and the config file.
+
+    Precedence is defaults < file < environment < command line. The file is the one named
+    by ``-c`` (or ``FCGIBRIDGE_CONFIG``), else ``fcgibridge.toml`` in *cwd*, else the
+    ``[tool.fcgibridge]`` table of ``pyproject.toml`` in *cwd*. Every mistake (unknown
+    key, bad value, missing file, no app) raises :class:`UserError`.
+    """
+    from_argv = _from_argv(argv)
+    from_env = _from_environ(environ)
+    values: dict[str, Any] = {}
+    found = _find_file(from_argv.get("config") or from_env.get("config") or "", cwd)
+    if found is not None:
+        path, table = found
+        values.update(_from_file(str(path), table))
+    values.update(from_env)
+    values.update(from_argv)
+    if found is not None:
+        values["config"] = str(found[0])
+    if not values.get("app"):
+        raise UserError("no application given; run fcgibridge MODULE:APP, for example fcgibridge myproject.wsgi:app")
+    return Config(**values)
