@@ -12,6 +12,7 @@ import functools
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -105,8 +106,9 @@ class Worker:
             else:
                 server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
             self.servers.append(server)
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                loop.add_signal_handler(signum, self._on_signal, signum)
         log.info("worker ready, serving %s app %s", self.interface.upper(), config.app)
         if on_ready is not None:
             on_ready()
