@@ -37,7 +37,7 @@ from .events import (
     UnknownTypeResult,
     ValuesResult,
 )
-from .state import AFTER_END, DEAF_STATES, TRANSITIONS, WRITABLE_STATES, RequestState, Step
+from .state import DRAIN_ON_END, SILENT_STATES, TRANSITIONS, WRITABLE_STATES, RequestState, Step
 
 #: Default bound on the PARAMS stream of one request (nginx sends about 1 KiB; long
 #: cookies and URLs push it up, but nothing legitimate comes near this).
@@ -58,6 +58,9 @@ class _AppRequest:
     params: bytearray = field(default_factory=bytearray)
     stdout_open: bool = False
     stderr_open: bool = False
+    #: The web server may still send STDIN (Rule 4): until the empty STDIN, and never
+    #: for an authorizer (spec 6.3 sends it none).
+    body_pending: bool = True
 
 
 class ApplicationConnection:
@@ -86,6 +89,7 @@ class ApplicationConnection:
         self._requests: dict[int, _AppRequest] = {}
         self._replies: list[bytes] = []
         self._closing = False
+        self._error: RemoteProtocolError | None = None
 
     # ----------------------------------------------------------------- state queries
 
@@ -116,13 +120,22 @@ class ApplicationConnection:
         Raises :class:`RemoteProtocolError` when the bytes are not FastCGI (bad version,
         impossible lengths); the connection should then be closed.
         """
+        if self._error is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._error}")
+        try:
+            return self._receive(data)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == NULL_REQUEST_ID:
                 self._management(rtype, content)
             elif rtype == RecordType.BEGIN_REQUEST:
                 self._begin(request_id, content, events)
-            elif rtype in _APP_TYPES or rtype > MAX_KNOWN_TYPE:
+            elif rtype in _APP_TYPES or not 0 < rtype <= MAX_KNOWN_TYPE:
                 request = self._requests.get(request_id)
                 if request is not None:  # Rule 1: inactive ids are ignored
                     self._step(request_id, request, rtype, content, events)
@@ -166,9 +179,13 @@ class ApplicationConnection:
         body = records.parse_begin_request(content)
         existing = self._requests.get(request_id)
         if existing is not None:
-            if existing.state not in DEAF_STATES and existing.state is not RequestState.DRAINING:
-                self._fail(request_id, existing, RecordType.BEGIN_REQUEST, "BEGIN_REQUEST for an active request", events)
-            return
+            if existing.state is RequestState.DRAINING:
+                del self._requests[request_id]  # Rule 5: ended, so the id is free again
+            else:
+                if existing.state not in SILENT_STATES:
+                    reason = "BEGIN_REQUEST for an active request"
+                    self._fail(request_id, existing, RecordType.BEGIN_REQUEST, reason, events)
+                return
         if self._closing:
             return
         status = self._admission(body.role)
@@ -178,25 +195,29 @@ class ApplicationConnection:
             if not body.keep_conn:
                 self._closing = True
             return
-        self._requests[request_id] = _AppRequest(body.role, body.keep_conn)
+        request = _AppRequest(body.role, body.keep_conn)
+        request.body_pending = body.role != Role.AUTHORIZER
+        self._requests[request_id] = request
 
     def _admission(self, role: int) -> ProtocolStatus | None:
         if role not in self.roles:
             return ProtocolStatus.UNKNOWN_ROLE
-        if len(self._requests) >= self.max_reqs or (self._requests and not self.mpxs_conns):
+        # Rule 5: a draining request is over as far as the web server knows
+        running = sum(1 for r in self._requests.values() if r.state is not RequestState.DRAINING)
+        if running >= self.max_reqs or (running and not self.mpxs_conns):
             return ProtocolStatus.OVERLOADED if self.mpxs_conns else ProtocolStatus.CANT_MPX_CONN
         return None
 
     def _step(self, request_id: int, request: _AppRequest, rtype: int, content: bytes, events: list[Event]) -> None:
-        if request.state in DEAF_STATES:
-            return
         empty = not content or rtype == RecordType.ABORT_REQUEST
-        try:
-            step, next_state = TRANSITIONS[(request.state, RecordType(rtype), empty)]
-        except (KeyError, ValueError):
-            name = RecordType(rtype).name if rtype <= MAX_KNOWN_TYPE else f"type {rtype}"
-            self._fail(request_id, request, rtype, f"{name} record while {request.state.value}", events)
+        known = 0 < rtype <= MAX_KNOWN_TYPE
+        row = TRANSITIONS.get((request.state, RecordType(rtype), empty)) if known else None
+        if row is None:
+            if request.state not in SILENT_STATES:
+                name = RecordType(rtype).name if known else f"type {rtype}"
+                self._fail(request_id, request, rtype, f"{name} record while {request.state.value}", events)
             return
+        step, next_state = row
         if next_state is None:
             del self._requests[request_id]
         else:
@@ -207,13 +228,20 @@ class ApplicationConnection:
                 request.params = bytearray()
                 self._fail(request_id, request, rtype, f"PARAMS larger than {self.max_params_size} bytes", events)
         elif step is Step.PARAMS_END:
-            params = records.decode_pairs(bytes(request.params))
-            request.params = bytearray()
+            encoded, request.params = bytes(request.params), bytearray()
+            try:
+                params = records.decode_pairs(encoded)
+            except RemoteProtocolError as exc:  # Rule 2: the framing is intact, fail this request only
+                self._fail(request_id, request, rtype, f"malformed PARAMS: {exc}", events)
+                return
             events.append(RequestStarted(request_id, _role(request.role), request.keep_conn, params))
         elif step is Step.BODY_DATA:
             events.append(RequestBody(request_id, content))
         elif step is Step.BODY_END:
+            request.body_pending = False
             events.append(RequestBodyEnd(request_id))
+        elif step is Step.BODY_CLOSED:
+            request.body_pending = False
         elif step is Step.ABORT:
             events.append(RequestAborted(request_id))
 
@@ -276,11 +304,10 @@ class ApplicationConnection:
             if request.stderr_open:
                 parts.append(records.pack_record(RecordType.STDERR, request_id))
         parts.append(records.pack_end_request(request_id, app_status, protocol_status))
-        next_state = AFTER_END[request.state]
-        if next_state is None:
-            del self._requests[request_id]
+        if request.state in DRAIN_ON_END and request.body_pending:
+            request.state = RequestState.DRAINING  # Rule 4
         else:
-            request.state = next_state
+            del self._requests[request_id]
         if not request.keep_conn:
             self._closing = True
         return b"".join(parts)

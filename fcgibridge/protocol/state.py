@@ -1,9 +1,9 @@
 """Every per-request state rule of the application role, in one table.
 
 Rule 1. A record carries a request id. Id 0 is for management records (GET_VALUES);
-        any other id is *inactive* until BEGIN_REQUEST makes it active. The spec says:
-        "the application ignores requests with requestId values that are not active,
-        except for FCGI_BEGIN_REQUEST", so a record for an inactive id is dropped silently.
+        any other id is *inactive* until BEGIN_REQUEST makes it active. Spec 3.3: "While
+        a request ID R is inactive, the application ignores records with requestId == R,
+        except for FCGI_BEGIN_REQUEST records", so such a record is dropped silently.
 
 Rule 2. An active request moves through the states below. A record that has no row for
         the request's current state does not fit: the core reports it as ``BadRecord``,
@@ -12,13 +12,22 @@ Rule 2. An active request moves through the states below. A record that has no r
         multiplexed on the same connection carry on.
 
 Rule 3. ABORT_REQUEST on an active request moves it to ABORTED (the caller ends it
-        promptly); records for an ABORTED or FAILED request are dropped.
+        promptly); records for an ABORTED or FAILED request are dropped, except that an
+        empty STDIN for a FAILED request is noted: its body is complete (Rule 4).
 
-Rule 4. Ending a request (our END_REQUEST) while its STDIN is still open moves it to
-        DRAINING: the rest of the body is read and discarded until the empty STDIN
-        record, so the web server is never cut off in the middle of writing the body
-        (a broken pipe there becomes a 502 even though the app answered).
-        A request ended in any other state becomes inactive at once.
+Rule 4. Ending a request (our END_REQUEST) while the web server may still be sending its
+        body (in PARAMS, STDIN, or FAILED before the empty STDIN) moves it to DRAINING:
+        the rest of the body is read and discarded until the empty STDIN record, so the
+        web server is never cut off in the middle of writing the body (a broken pipe
+        there becomes a 502 even though the app answered). Spec 6.3 sends no STDIN at
+        all to an AUTHORIZER (nor does Apache's mod_authnz_fcgi), so an authorizer
+        request never drains. A request ended in any other state becomes inactive at once.
+
+Rule 5. Our END_REQUEST makes the id inactive as far as the web server knows (spec 3.3).
+        So a DRAINING request drops every record but the empty STDIN silently (never a
+        BadRecord the caller would answer with a second END_REQUEST), does not count
+        against FCGI_MAX_REQS or FCGI_MPXS_CONNS, and gives way to a BEGIN_REQUEST
+        reusing its id.
 
            PARAMS ──empty PARAMS──▶ STDIN ──empty STDIN──▶ RESPONDING
              │                        │                       │
@@ -49,6 +58,7 @@ class Step(enum.Enum):
     PARAMS_END = enum.auto()
     BODY_DATA = enum.auto()
     BODY_END = enum.auto()
+    BODY_CLOSED = enum.auto()
     DISCARD = enum.auto()
     ABORT = enum.auto()
     FORGET = enum.auto()
@@ -65,23 +75,18 @@ TRANSITIONS: dict[tuple[RequestState, RecordType, bool], tuple[Step, RequestStat
     (_S.STDIN, _T.STDIN, True): (Step.BODY_END, _S.RESPONDING),
     (_S.DRAINING, _T.STDIN, False): (Step.DISCARD, _S.DRAINING),
     (_S.DRAINING, _T.STDIN, True): (Step.FORGET, None),
+    (_S.FAILED, _T.STDIN, True): (Step.BODY_CLOSED, _S.FAILED),
 }
 for _state in (_S.PARAMS, _S.STDIN, _S.RESPONDING):
     TRANSITIONS[(_state, _T.ABORT_REQUEST, True)] = (Step.ABORT, _S.ABORTED)
 TRANSITIONS[(_S.DRAINING, _T.ABORT_REQUEST, True)] = (Step.FORGET, None)
 
-#: States in which every record for the request is dropped (Rule 3).
-DEAF_STATES = frozenset({_S.ABORTED, _S.FAILED})
+#: States in which a record without a row is dropped silently, not a BadRecord (Rules 3, 5).
+SILENT_STATES = frozenset({_S.ABORTED, _S.FAILED, _S.DRAINING})
 
-#: State after our END_REQUEST, by the state it was sent in (Rule 4).
-AFTER_END: dict[RequestState, RequestState | None] = {
-    _S.PARAMS: _S.DRAINING,
-    _S.STDIN: _S.DRAINING,
-    _S.RESPONDING: None,
-    _S.DRAINING: _S.DRAINING,
-    _S.ABORTED: None,
-    _S.FAILED: None,
-}
+#: States in which our END_REQUEST moves a request to DRAINING, if the web server may
+#: still be sending its body (Rule 4); from any other state it becomes inactive at once.
+DRAIN_ON_END = frozenset({_S.PARAMS, _S.STDIN, _S.FAILED})
 
 #: States in which the application may still write STDOUT/STDERR for the request.
 WRITABLE_STATES = frozenset({_S.STDIN, _S.RESPONDING, _S.FAILED})
