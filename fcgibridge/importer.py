@@ -42,12 +42,6 @@ Interface = Literal["wsgi", "asgi3", "asgi2"]
 #: Attributes tried, in order, when APP names only a module.
 DEFAULT_ATTRIBUTES = ("app", "application")
 
-# Apps loaded so far, by (spec, cwd). The command line loads the app in the supervisor
-# before it binds sockets or forks, so that a broken app fails at once with one clear line;
-# the server then gets the very same object from load_app (workers inherit it by fork, as
-# with gunicorn --preload) instead of calling a factory a second time.
-_loaded: dict[tuple[str, str], object] = {}
-
 
 @dataclass(frozen=True)
 class _Target:
@@ -69,17 +63,10 @@ def load_app(spec: str, *, cwd: str | os.PathLike[str]) -> object:
     """Import and return the application that *spec* names.
 
     *cwd* goes first on ``sys.path`` (as ``python -m`` does), so that apps in the current
-    directory import. A file path puts the file's top package directory on ``sys.path``
-    instead. Loading the same *spec* from the same *cwd* again returns the same object.
+    directory import. A file path also puts the file's top package directory on
+    ``sys.path``. A factory is called on every call of this function.
     """
-    cwd_path = Path(cwd).resolve()
-    key = (spec, str(cwd_path))
-    if key not in _loaded:
-        _loaded[key] = _load(spec, cwd_path)
-    return _loaded[key]
-
-
-def _load(spec: str, cwd: Path) -> object:
+    directory = Path(cwd).resolve()
     module_part, colon, target_text = spec.strip().partition(":")
     if not module_part:
         raise UserError(f"no module in the application {spec!r}; write MODULE:APP, for example myapp:app")
@@ -87,11 +74,11 @@ def _load(spec: str, cwd: Path) -> object:
         raise UserError(f"nothing after the colon in {spec!r}; name the application, for example {module_part}:app")
     targets = [_parse_target(target_text, spec)] if colon else [_Target((name,)) for name in DEFAULT_ATTRIBUTES]
 
-    _prepend_sys_path(str(cwd))
-    module_name = _file_module(module_part, cwd) if _is_path(module_part) else _module_name(module_part)
+    _prepend_sys_path(str(directory))
+    module_name = _file_module(module_part, directory) if _is_path(module_part) else _module_name(module_part)
     module = _import(module_name)
     if _is_path(module_part):
-        _check_file_module(module, module_part, cwd)
+        _check_file_module(module, module_part, directory)
 
     if not colon:
         for target in targets:
@@ -176,14 +163,13 @@ def _file_module(text: str, cwd: Path) -> str:
     if not path.is_file():
         raise UserError(f"file {text} does not exist (looked in {cwd})")
     path = path.resolve()
-    # A file inside a package imports as part of it, so that its relative imports work.
+    # A file inside a package imports as part of it, so that its relative imports work;
+    # a package's __init__.py imports as the package.
     parts = [] if path.stem == "__init__" else [path.stem]
     directory = path.parent
     while (directory / "__init__.py").is_file():
         parts.insert(0, directory.name)
         directory = directory.parent
-    if not parts:
-        raise UserError(f"{text}: name the package directory, not its __init__.py")
     _prepend_sys_path(str(directory))
     return ".".join(parts)
 
@@ -291,7 +277,7 @@ def detect_interface(app: object, *, name: str | None = None) -> Interface:
     *name* (the APP argument) is used in error messages. Anything that fits none of these,
     or more than one, raises :class:`UserError` asking for ``--interface``.
     """
-    label = name or _describe(app)
+    label = name or "the object"
     if not callable(app):
         raise UserError(f"{label} is not a WSGI or ASGI application: it is {_describe(app)}, which is not callable")
     try:
@@ -373,4 +359,4 @@ def _describe(obj: object) -> str:
         return f"{obj.__module__}.{obj.__qualname__}"
     if isinstance(obj, ModuleType):
         return f"module {obj.__name__}"
-    return f"{reprlib.repr(obj)} (a {type(obj).__qualname__})"
+    return f"{reprlib.repr(obj)} (type {type(obj).__qualname__})"

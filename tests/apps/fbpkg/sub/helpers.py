@@ -1,0 +1,2 @@
+def body():
+    return b"from a package file"
