@@ -140,3 +140,116 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class RawConnection:
+    """The web server's side of one FastCGI connection, driven record by record.
+
+    For what :class:`fcgibridge.client.FastCGIClient` cannot do: several requests on one
+    connection, a body sent piece by piece, FCGI_ABORT_REQUEST, no STDIN at all. Every
+    read has a timeout, so a test never hangs.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 10.0, sndbuf: int | None = None) -> None:
+        from fcgibridge.client import parse_address
+        from fcgibridge.protocol import ClientConnection
+
+        family, sockaddr = parse_address(address)
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if sndbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        self.sock.settimeout(timeout)
+        self.timeout = timeout
+        try:
+            self.sock.connect(sockaddr)
+        except OSError:
+            self.sock.close()
+            raise
+        self.core = ClientConnection()
+        self.stdout: dict[int, bytearray] = {}
+        self.stderr: dict[int, bytearray] = {}
+        self.ended: dict[int, Any] = {}  # request id -> RequestEnded
+        self.closed = False  # the server closed the connection
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def begin(self, method: str = "GET", path: str = "/", *, params: dict[str, str] | None = None,
+              headers: tuple[tuple[str, str], ...] = (), role: Any = None, keep_conn: bool = True,
+              body: bytes | None = None) -> int:
+        """BEGIN_REQUEST and PARAMS (nginx-like, see ``build_params``); with ``body``, the
+        whole STDIN too. Returns the request id."""
+        from fcgibridge.client import build_params
+        from fcgibridge.protocol import Role
+
+        all_params = build_params(method, path, headers=headers,
+                                  content_length=len(body) if body else None, extra=params)
+        request_id, data = self.core.begin_request(all_params, role=role or Role.RESPONDER, keep_conn=keep_conn)
+        self.stdout[request_id] = bytearray()
+        self.stderr[request_id] = bytearray()
+        if body is not None:
+            data += self.core.end_stdin(request_id, body)
+        self.sock.sendall(data)
+        return request_id
+
+    def send_stdin(self, request_id: int, data: bytes) -> None:
+        self.sock.sendall(self.core.send_stdin(request_id, data))
+
+    def end_stdin(self, request_id: int, data: bytes = b"") -> None:
+        self.sock.sendall(self.core.end_stdin(request_id, data))
+
+    def abort(self, request_id: int) -> None:
+        self.sock.sendall(self.core.abort_request(request_id))
+
+    def read_some(self, timeout: float | None = None) -> list[Any]:
+        """One recv (waiting at most ``timeout``); returns the events it completed."""
+        from fcgibridge.protocol import RequestEnded, Stderr, Stdout
+
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            data = self.sock.recv(256 * 1024)
+        finally:
+            self.sock.settimeout(self.timeout)
+        if not data:
+            self.closed = True
+            return []
+        events = self.core.receive_data(data)
+        for event in events:
+            if isinstance(event, Stdout):
+                self.stdout.setdefault(event.request_id, bytearray()).extend(event.data)
+            elif isinstance(event, Stderr):
+                self.stderr.setdefault(event.request_id, bytearray()).extend(event.data)
+            elif isinstance(event, RequestEnded):
+                self.ended[event.request_id] = event
+        return events
+
+    def wait_for(self, condition: Any, timeout: float | None = None) -> None:
+        """Read until ``condition()`` is true; TimeoutError if it is not within ``timeout``."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not condition():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                raise TimeoutError("condition not met" + (" (connection closed)" if self.closed else ""))
+            with contextlib.suppress(TimeoutError):
+                self.read_some(left)
+
+    def wait_end(self, request_id: int, timeout: float | None = None) -> Any:
+        """Read until END_REQUEST for ``request_id``; returns the RequestEnded event."""
+        self.wait_for(lambda: request_id in self.ended, timeout)
+        return self.ended[request_id]
+
+    def response(self, request_id: int) -> Any:
+        """The parsed CGI head and body of a request's STDOUT: ``(CGIHead, bytes)``."""
+        from fcgibridge.cgi import split_response
+
+        return split_response(bytes(self.stdout[request_id]))
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Read (and keep) whatever comes until the server closes the connection."""
+        self.wait_for(lambda: self.closed, timeout)
