@@ -8,6 +8,7 @@ write. Neither knows about sockets, threads or asyncio.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -331,7 +332,9 @@ class ClientConnection:
     def __init__(self) -> None:
         self._reader = records.RecordReader()
         self._requests: dict[int, _ClientRequest] = {}
-        self._next_id = 1
+        self._freed_ids: list[int] = []  # a heap of ended ids below _highest_id
+        self._highest_id = 0
+        self._error: RemoteProtocolError | None = None
 
     @property
     def active_requests(self) -> int:
@@ -341,11 +344,13 @@ class ClientConnection:
         return request_id in self._requests
 
     def _new_id(self) -> int:
-        request_id = self._next_id
-        while request_id in self._requests:
-            request_id = request_id % 0xFFFF + 1
-        self._next_id = request_id % 0xFFFF + 1
-        return request_id
+        # Spec 3.3: "The Web server attempts to keep FastCGI request IDs small", so an
+        # application may track them in a short array: take the lowest free id. Every
+        # freed id is below the high-water mark, so the heap's smallest is the lowest.
+        if self._freed_ids:
+            return heapq.heappop(self._freed_ids)
+        self._highest_id += 1
+        return self._highest_id
 
     def begin_request(
         self,
@@ -395,7 +400,20 @@ class ClientConnection:
         return records.pack_record(RecordType.GET_VALUES, NULL_REQUEST_ID, content)
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the application; return the events they complete."""
+        """Feed bytes from the application; return the events they complete.
+
+        Raises :class:`RemoteProtocolError` when the application broke the protocol; the
+        connection should then be closed (every later call raises it again).
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._error}")
+        try:
+            return self._receive(data)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == NULL_REQUEST_ID:
@@ -411,6 +429,7 @@ class ClientConnection:
             elif rtype == RecordType.END_REQUEST:
                 body = records.parse_end_request(content)
                 del self._requests[request_id]
+                heapq.heappush(self._freed_ids, request_id)
                 events.append(RequestEnded(request_id, body.app_status, body.protocol_status))
             else:
                 raise RemoteProtocolError(f"record type {rtype} for request {request_id} from an application")
