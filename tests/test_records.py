@@ -6,6 +6,7 @@ give the same records each way.
 
 from __future__ import annotations
 
+import array
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -208,6 +209,15 @@ def test_long_stream_is_split_and_reassembled(length: int) -> None:
 def test_stream_accepts_memoryview() -> None:
     data = bytes(range(256)) * 300
     assert pack_stream(RecordType.STDERR, 1, memoryview(data)) == pack_stream(RecordType.STDERR, 1, data)
+
+
+@pytest.mark.parametrize("items", [10, 20000, 50000])
+def test_stream_of_a_memoryview_with_wide_items_counts_bytes(items: int) -> None:
+    wide = array.array("I", range(items))
+    raw = wide.tobytes()
+    packed = pack_stream(RecordType.STDOUT, 1, memoryview(wide))
+    assert packed == pack_stream(RecordType.STDOUT, 1, raw)
+    assert b"".join(r.content for r in feed_whole(packed)) == raw
 
 
 def test_empty_stream_data_gives_no_record() -> None:

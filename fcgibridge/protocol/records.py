@@ -78,11 +78,13 @@ def pack_stream(record_type: int, request_id: int, data: bytes | memoryview) -> 
 
     Empty ``data`` gives no record at all: an empty record would close the stream.
     """
+    if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
+        data = data.cast("B")  # lengths count bytes, not items
     length = len(data)
     if length <= MAX_CONTENT_LEN:
         return pack_record(record_type, request_id, bytes(data)) if length else b""
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, length, CHUNK):
         piece = view[start : start + CHUNK]
         parts.append(_HEADER.pack(FCGI_VERSION_1, record_type, request_id, len(piece), -len(piece) % 8))
