@@ -1,0 +1,410 @@
+"""Listening sockets: the ``-b`` addresses, inherited sockets, and who may connect.
+
+:func:`open_listeners` decides where to listen, in this order:
+
+1. every ``-b/--bind`` address: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH``, ``fd://N``;
+2. systemd socket activation (``LISTEN_FDS`` sockets from fd 3 on, for this ``LISTEN_PID``);
+3. fd 0, when it is a listening socket: that is how spawn-fcgi, lighttpd's ``bin-path``
+   and Apache mod_fcgid start a FastCGI application;
+4. ``127.0.0.1:9000``.
+
+Sockets it binds get ``SO_REUSEADDR`` (IPv6 ones ``IPV6_V6ONLY``, so that ``[::]:9000``
+and ``0.0.0.0:9000`` can both be bound), ``listen(config.backlog)``, and are
+non-blocking. Inherited sockets keep the backlog their creator chose. Every mistake is
+a :class:`~fcgibridge.errors.UserError` naming the address and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import re
+import socket
+import stat
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = [
+    "DEFAULT_BIND",
+    "BindAddress",
+    "FdAddress",
+    "IPAddress",
+    "TcpAddress",
+    "UnixAddress",
+    "open_listeners",
+    "parse_bind",
+    "peer_allowed",
+    "web_server_addrs",
+]
+
+DEFAULT_BIND = "127.0.0.1:9000"
+
+#: The first file descriptor systemd passes (SD_LISTEN_FDS_START).
+SYSTEMD_FIRST_FD = 3
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class FdAddress:
+    fd: int
+
+    def __str__(self) -> str:
+        return f"fd://{self.fd}"
+
+
+BindAddress = TcpAddress | UnixAddress | FdAddress
+
+
+def parse_bind(text: str) -> BindAddress:
+    """Parse one ``-b`` address; a malformed one is a :class:`UserError` saying how to write it."""
+    text = text.strip()
+    if not text:
+        raise UserError(f"empty bind address; {_FORMS}")
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        path = path[2:] if path.startswith("//") else path  # unix:///run/app.sock is unix:/run/app.sock
+        if not path:
+            raise UserError(f"bind address {text!r} has no path; write unix:/run/app.sock, for example")
+        if "\0" in path:
+            raise UserError(f"bind address {text!r} contains a NUL character")
+        return UnixAddress(path)
+    if text.startswith("fd://"):
+        number = text.removeprefix("fd://")
+        if not re.fullmatch(r"[0-9]+", number):
+            raise UserError(f"bind address {text!r} needs a file descriptor number, such as fd://3")
+        return FdAddress(int(number))
+    if "://" in text:
+        raise UserError(f"bind address {text!r} has an unknown scheme; {_FORMS}")
+    if text.startswith(("/", "./", "../", "~")):
+        raise UserError(f"bind address {text!r} looks like a path; write unix:{text}")
+
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise UserError(f"bind address {text!r} lacks the closing ']'; write [::1]:9000, for example")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise UserError(f"bind address {text!r}: {host!r} is not an IPv6 address") from None
+        if not rest.startswith(":"):
+            raise UserError(f"bind address {text!r} has no port; write [{host}]:9000, for example")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            example = f"127.0.0.1:{text}" if text.isdigit() else f"{text}:9000"
+            raise UserError(f"bind address {text!r} has no port; write {example}, for example")
+        if ":" in host:
+            raise UserError(f"bind address {text!r}: IPv6 addresses go in brackets, as in [{host}]:{port_text}")
+        if not host:
+            raise UserError(
+                f"bind address {text!r} has no host; write 127.0.0.1:{port_text} (this machine only) "
+                f"or 0.0.0.0:{port_text} (every interface)"
+            )
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
+        raise UserError(f"bind address {text!r}: the port must be a number from 0 to 65535")
+    return TcpAddress(host, int(port_text))
+
+
+def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
+    """Open (or take over) every socket to serve on, as the module docstring describes.
+
+    *environ* defaults to ``os.environ``; the systemd variables are removed from it once
+    used, so that the app's own child processes do not take the sockets for theirs.
+    """
+    from .config import parse_socket_mode
+
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    try:
+        mode = parse_socket_mode(config.socket_mode)
+    except ValueError as exc:
+        raise UserError(f"--socket-mode {exc}") from None
+
+    if config.bind:
+        addresses = [parse_bind(text) for text in config.bind]  # every typo before any bind
+        seen: set[BindAddress] = set()
+        for address in addresses:
+            if address in seen:
+                raise UserError(f"bind address {address} is given twice")
+            seen.add(address)
+        return _open_all(addresses, config.backlog, mode)
+
+    inherited = _systemd_listeners(env)
+    if inherited:
+        return inherited
+    stdin = _stdin_listener()
+    if stdin is not None:
+        return [stdin]
+    return _open_all([parse_bind(DEFAULT_BIND)], config.backlog, mode)
+
+
+def _open_all(addresses: list[BindAddress], backlog: int, mode: int) -> list[socket.socket]:
+    opened: list[tuple[socket.socket, bool]] = []  # (socket, whether we created it)
+    try:
+        for address in addresses:
+            match address:
+                case TcpAddress():
+                    opened.append((_open_tcp(address, backlog), True))
+                case UnixAddress():
+                    opened.append((_open_unix(address, backlog, mode), True))
+                case FdAddress():
+                    opened.append((_adopt(address.fd, str(address)), False))
+    except BaseException:
+        # One bad address: give back what the others took, leaving inherited fds as they were.
+        for sock, ours in opened:
+            if ours:
+                _close_listener(sock)
+            else:
+                sock.detach()
+        raise
+    return [sock for sock, _ in opened]
+
+
+def _close_listener(sock: socket.socket) -> None:
+    """Close a socket we opened; a unix one also loses its file."""
+    name = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    sock.close()
+    if isinstance(name, str) and name:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+def _open_tcp(address: TcpAddress, backlog: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {address}: cannot resolve host {address.host!r} ({exc.strerror})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(address, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _open_unix(address: UnixAddress, backlog: int, mode: int) -> socket.socket:
+    _remove_stale_socket(address)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(address.path)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(address, exc) from None
+    try:
+        os.chmod(address.path, mode)
+        sock.listen(backlog)
+    except OSError as exc:
+        _close_listener(sock)
+        raise _bind_error(address, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale_socket(address: UnixAddress) -> None:
+    """Remove a socket file left by a server that is gone; refuse anything else."""
+    try:
+        info = os.lstat(address.path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _bind_error(address, exc) from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise UserError(f"cannot listen on {address}: the path exists and is not a socket; choose another path")
+    # A socket file does not tell whether a server still owns it; connecting does.
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(address.path)
+    except ConnectionRefusedError:
+        os.unlink(address.path)  # stale: nobody accepts on it
+        return
+    except FileNotFoundError:
+        return
+    except TimeoutError:
+        pass  # a server that is alive but too busy to accept
+    except OSError as exc:
+        raise UserError(
+            f"cannot listen on {address}: cannot tell whether a server still uses it ({exc.strerror}); "
+            "remove the file if none does"
+        ) from None
+    finally:
+        probe.close()
+    raise UserError(f"cannot listen on {address}: another server is listening there; stop it or choose another path")
+
+
+def _bind_error(address: BindAddress, exc: OSError) -> UserError:
+    where = f"cannot listen on {address}"
+    match exc.errno:
+        case errno.EADDRINUSE:
+            return UserError(f"{where}: address already in use; stop the other server or choose another address")
+        case errno.EACCES | errno.EPERM:
+            if isinstance(address, TcpAddress) and 0 < address.port < 1024:
+                hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port above 1023"
+            elif isinstance(address, UnixAddress):
+                directory = os.path.dirname(os.path.abspath(address.path))
+                hint = f"check that this user may create files in {directory}"
+            else:
+                hint = "check the user this server runs as"
+            return UserError(f"{where}: permission denied; {hint}")
+        case errno.EADDRNOTAVAIL:
+            return UserError(f"{where}: this machine has no such address; use 127.0.0.1 or 0.0.0.0")
+        case errno.ENOENT | errno.ENOTDIR if isinstance(address, UnixAddress):
+            directory = os.path.dirname(os.path.abspath(address.path))
+            return UserError(f"{where}: directory {directory} does not exist; create it first")
+    return UserError(f"{where}: {exc.strerror or exc}")
+
+
+# Sockets handed to us by the process that started us.
+
+
+def _adopt(fd: int, what: str) -> socket.socket:
+    """Wrap inherited *fd*, which must be a listening stream socket."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise UserError(f"cannot listen on {what}: file descriptor {fd} is not open") from None
+        if exc.errno == errno.ENOTSOCK:
+            raise UserError(f"cannot listen on {what}: file descriptor {fd} is not a socket") from None
+        raise UserError(f"cannot listen on {what}: file descriptor {fd}: {exc.strerror or exc}") from None
+    if not _is_listening(sock):
+        sock.detach()  # not ours to close
+        raise UserError(
+            f"cannot listen on {what}: file descriptor {fd} is a socket, but not a listening stream socket"
+        )
+    sock.setblocking(False)
+    return sock
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    try:
+        return sock.type == socket.SOCK_STREAM and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+
+
+def _stdin_listener() -> socket.socket | None:
+    """fd 0, when it is a listening socket (spawn-fcgi, lighttpd bin-path, mod_fcgid)."""
+    try:
+        sock = socket.socket(fileno=0)
+    except OSError:  # closed, a terminal, a pipe, a file
+        return None
+    if not _is_listening(sock):
+        sock.detach()
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def _systemd_listeners(environ: MutableMapping[str, str]) -> list[socket.socket]:
+    """The sockets of systemd socket activation, as sd_listen_fds(3) defines it."""
+    count_text = environ.get("LISTEN_FDS", "").strip()
+    if not count_text or environ.get("LISTEN_PID", "").strip() != str(os.getpid()):
+        return []  # none, or meant for another process
+    if not re.fullmatch(r"[0-9]+", count_text):
+        raise UserError(f"LISTEN_FDS={count_text!r} is not a number of sockets")
+    sockets: list[socket.socket] = []
+    try:
+        for fd in range(SYSTEMD_FIRST_FD, SYSTEMD_FIRST_FD + int(count_text)):
+            sockets.append(_adopt(fd, f"fd {fd} from systemd (LISTEN_FDS={count_text})"))
+    except UserError:
+        for sock in sockets:
+            sock.detach()
+        raise
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
+    return sockets
+
+
+# Which peers may talk to us.
+
+
+def web_server_addrs(environ: Mapping[str, str]) -> frozenset[IPAddress] | None:
+    """The addresses in ``FCGI_WEB_SERVER_ADDRS``, or None when it is unset or blank.
+
+    The FastCGI specification: "FCGI_WEB_SERVER_ADDRS ... is a comma-separated list of
+    valid IP addresses for the Web server. If FCGI_WEB_SERVER_ADDRS was set, the
+    application checks the peer IP address of each new connection for membership in the
+    list." IPv6 addresses are accepted as well, and IPv4-mapped ones match their IPv4.
+    """
+    raw = environ.get("FCGI_WEB_SERVER_ADDRS")
+    if raw is None or not raw.strip():
+        return None
+    addresses = set()
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            addresses.add(_plain(ipaddress.ip_address(item)))
+        except ValueError:
+            raise UserError(
+                f"FCGI_WEB_SERVER_ADDRS: {item!r} is not an IP address; list addresses separated by commas, "
+                "such as 127.0.0.1,::1"
+            ) from None
+    if not addresses:
+        raise UserError(f"FCGI_WEB_SERVER_ADDRS={raw!r} lists no addresses; unset it to allow every peer")
+    return frozenset(addresses)
+
+
+def peer_allowed(peername: object, allowed: frozenset[IPAddress] | None) -> bool:
+    """Whether a connection from *peername* (as ``getpeername()`` gives it) may be served.
+
+    Unix socket peers (a ``str`` or ``bytes`` name) are always allowed: the file's
+    permissions guard them. A TCP peer is allowed when *allowed* is None or lists it.
+    Anything else (an unknown peer) is refused while a list is in force.
+    """
+    if allowed is None or isinstance(peername, str | bytes):
+        return True
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return False
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return False
+    return _plain(address) in allowed
+
+
+def _plain(address: IPAddress) -> IPAddress:
+    """*address* without an IPv6 zone, and as IPv4 when it is IPv4-mapped (::ffff:a.b.c.d)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
+    return address
