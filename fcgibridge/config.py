@@ -216,7 +216,8 @@ def _scalar_from_toml(fld: _Field, value: object) -> Any:
     }[fld.kind](value)
     if not ok:
         wanted = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[fld.kind]
-        raise ValueError(f"must be {wanted}, got {value!r}")
+        hint = "; put it in quotes" if fld.kind is str and isinstance(value, int | float) else ""
+        raise ValueError(f"must be {wanted}, got {value!r}{hint}")
     return float(value) if fld.kind is float else value  # type: ignore[arg-type]
 
 
@@ -350,8 +351,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             continue
         fld_or_none = by_env.get(var)
         if fld_or_none is None:
-            close = _closest(var, list(by_env))
-            hint = f"did you mean {close}?" if close else f"the known ones are {', '.join(sorted(by_env))}"
+            close = _closest(var.removeprefix(ENV_PREFIX), [fld.name.upper() for fld in _fields()])
+            hint = f"did you mean {ENV_PREFIX}{close}?" if close else f"the known ones are {', '.join(sorted(by_env))}"
             raise UserError(f"unknown environment variable {var}; {hint}")
         if environ[var].strip():  # set but empty counts as unset, as shells and compose files produce it
             values[fld_or_none.name] = _env_value(fld_or_none, var, environ[var])
