@@ -1,0 +1,144 @@
+"""The ``fcgibridge`` command.
+
+``fcgibridge [OPTIONS] APP`` serves an application (the options come from
+:class:`fcgibridge.config.Config`); ``fcgibridge request ADDR [PATH]`` sends one request
+to a FastCGI server and prints the response, in the spirit of ``cgi-fcgi`` and ``curl``.
+
+A user mistake anywhere (:class:`~fcgibridge.errors.UserError`) ends the command with
+``fcgibridge: error: <message>`` on stderr and exit status 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .config import Config, load_config
+from .errors import UserError
+
+__all__ = ["LOG_FORMAT", "configure_logging", "main", "request_parser"]
+
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+
+#: Exit status for a user mistake, as argparse uses for a usage error.
+USER_ERROR_STATUS = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command with *argv* (default: ``sys.argv[1:]``); returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["request"]:
+            return _request(args[1:])
+        return _serve(args)
+    except UserError as exc:
+        print(f"fcgibridge: error: {exc}", file=sys.stderr)
+        return USER_ERROR_STATUS
+    except SystemExit as exc:  # --help, --version
+        return _exit_status(exc)
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signals
+        return 130
+
+
+def _exit_status(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+# Serving.
+
+
+def _serve(argv: list[str]) -> int:
+    config = load_config(argv, os.environ, Path.cwd())
+    configure_logging(config.log_level)
+    # Imported only now: neither --help nor a config mistake should pay for the server's imports.
+    run: Callable[[Config], int] = importlib.import_module("fcgibridge.server").run
+    return run(config)
+
+
+_HANDLER_NAME = "fcgibridge.cli"
+
+
+def configure_logging(level: str) -> None:
+    """Send the ``fcgibridge`` loggers to stderr at *level*, in the one fcgibridge format.
+
+    Only the ``fcgibridge`` logger tree is touched (the app's logging is the app's own);
+    calling this again replaces the handler instead of adding a second one.
+    """
+    logger = logging.getLogger("fcgibridge")
+    for handler in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+# fcgibridge request
+
+
+class _RequestParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"request: {message} (see fcgibridge request --help)")
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def request_parser() -> argparse.ArgumentParser:
+    """The parser of ``fcgibridge request``; its namespace is what ``client.main_request`` takes."""
+    parser = _RequestParser(
+        prog="fcgibridge request",
+        description="Send one request to a FastCGI server (PHP-FPM, fcgibridge, ...) and print the response body.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("addr", metavar="ADDR", help="The server: HOST:PORT, [IPv6]:PORT or unix:PATH.")
+    parser.add_argument("path", metavar="PATH", nargs="?", default="/",
+                        help="Request path with an optional query string (default: /).")
+    parser.add_argument("-X", "--method", help="HTTP method (default: GET, or POST with --data).")
+    parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="Request header; repeatable.")
+    parser.add_argument("-d", "--data", metavar="DATA", help="Request body; @FILE reads it from FILE.")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="Extra FastCGI parameter (CGI variable); repeatable.")
+    parser.add_argument("--script-filename", metavar="PATH",
+                        help="SCRIPT_FILENAME, the script PHP-FPM should run.")
+    parser.add_argument("-i", "--include", action="store_true", help="Print the status line and headers too.")
+    parser.add_argument("--timeout", type=_timeout, default=10.0, metavar="SECONDS",
+                        help="Seconds to wait for the connection and for each read (default: 10).")
+    return parser
+
+
+def _request(argv: list[str]) -> int:
+    args = request_parser().parse_args(argv)
+    for header in args.header:
+        name, colon, _ = header.partition(":")
+        if not colon or not name.strip():
+            raise UserError(f"request: header {header!r} must look like 'Name: value'")
+    for param in args.param:
+        name, equals, _ = param.partition("=")
+        if not equals or not name:
+            raise UserError(f"request: --param {param!r} must look like NAME=VALUE")
+    if args.data is not None and args.data.startswith("@"):
+        path = args.data[1:]
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise UserError(f"request: --data {args.data}: {path} is not a readable file")
+    main_request: Callable[[argparse.Namespace], int] = importlib.import_module("fcgibridge.client").main_request
+    return main_request(args)
