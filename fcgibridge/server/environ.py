@@ -42,6 +42,19 @@ def fix_script_name(params: dict[str, str], root_path: str) -> tuple[str, str]:
     return script_name, path_info
 
 
+def _is_length(text: str) -> bool:
+    """A decimal number of ASCII digits (``str.isdigit`` also takes ``"²"``)."""
+    return text.isascii() and text.isdigit()
+
+
+def _host_name(host: str) -> str:
+    """The name part of a Host header: ``example.com:8080`` -> ``example.com``,
+    ``[::1]:8080`` -> ``[::1]``."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.partition(":")[0]
+
+
 def is_https(params: dict[str, str]) -> bool:
     https = params.get("HTTPS", "").lower()
     return https in ("on", "1", "yes", "true") or params.get("REQUEST_SCHEME", "").lower() == "https"
@@ -63,13 +76,13 @@ def wsgi_environ(params: dict[str, str], role: Role, root_path: str) -> dict[str
     if content_length is not None and "CONTENT_LENGTH" not in environ:
         environ["CONTENT_LENGTH"] = content_length
     length = environ.get("CONTENT_LENGTH")
-    if length is not None and not length.isdigit():
+    if length is not None and not _is_length(length):
         # "" (nginx, chunked upload) or "-1" (Caddy): the length is unknown; read to the end.
         del environ["CONTENT_LENGTH"]
     environ["SCRIPT_NAME"], environ["PATH_INFO"] = fix_script_name(params, root_path)
     environ.setdefault("REQUEST_METHOD", "GET")
     environ.setdefault("QUERY_STRING", "")
-    environ.setdefault("SERVER_NAME", environ.get("HTTP_HOST", "localhost").partition(":")[0] or "localhost")
+    environ.setdefault("SERVER_NAME", _host_name(environ.get("HTTP_HOST", "")) or "localhost")
     environ.setdefault("SERVER_PORT", "443" if is_https(params) else "80")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
     environ["FCGI_ROLE"] = role.name
@@ -91,7 +104,7 @@ def asgi_headers(params: dict[str, str]) -> list[tuple[bytes, bytes]]:
     if params.get("CONTENT_TYPE"):
         headers.append((b"content-type", params["CONTENT_TYPE"].encode("latin-1")))
     length = params.get("CONTENT_LENGTH", "")
-    if length.isdigit():
+    if _is_length(length):
         headers.append((b"content-length", length.encode("latin-1")))
     return headers
 
@@ -102,7 +115,7 @@ def _utf8(text: str) -> str:
 
 
 def _port(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and _is_length(value) else None
 
 
 def asgi_scope(params: dict[str, str], role: Role, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
