@@ -14,13 +14,13 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import IO, Any
 
 from .body import BlockingBody
 from .connection import ClientDisconnected, RequestStream
 from .environ import is_https, wsgi_environ
+from .threadpool import ThreadPool
 
 log = logging.getLogger("fcgibridge.app")
 
@@ -61,7 +61,7 @@ class WSGIAdapter:
         self.app = app
         self.root_path = root_path
         self.spool_threshold = spool_threshold
-        self.executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="fcgibridge-wsgi")
+        self.executor = ThreadPool(threads)
         self.base = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
@@ -78,7 +78,7 @@ class WSGIAdapter:
         return request
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=False)
+        self.executor.shutdown()
 
 
 class WSGIRequest:
