@@ -50,7 +50,7 @@ class ThreadPool:
             except BaseException:  # the call handles its own errors; this is the last net
                 log.exception("uncaught error in a WSGI thread")
 
-    def shutdown(self, timeout: float | None = None) -> None:
+    def shutdown(self, timeout: float | None = 5.0) -> None:
         """Stop taking calls; wait up to ``timeout`` for the running ones to finish."""
         self._closed = True
         for _ in self._threads:
