@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -177,6 +178,11 @@ class FastCGIProtocol(asyncio.Protocol):
         self.write_paused = False
         self._writable_waiters: list[asyncio.Future[None]] = []
         self._pausers: set[RequestStream] = set()
+        # Events read but not handled yet: while reading is paused, the rest of what one
+        # read returned waits here, so an app's queue grows by at most one record.
+        self._backlog: deque[Any] = deque()
+        self._dispatch_handle: asyncio.Handle | None = None
+        self._reading_paused = False
         self._closing = False
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -204,7 +210,14 @@ class FastCGIProtocol(asyncio.Protocol):
             log.warning("closing connection from %s: %s", self._peer(), exc)
             self._lose()
             return
-        for event in events:
+        self._backlog.extend(events)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self._dispatch_handle = None
+        backlog = self._backlog
+        while backlog and not self._pausers:
+            event = backlog.popleft()
             if type(event) is RequestBody:
                 stream = self.streams.get(event.request_id)
                 if stream is not None:
@@ -226,6 +239,7 @@ class FastCGIProtocol(asyncio.Protocol):
         if replies:
             self.send(replies)
         self._maybe_close()
+        self._update_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost cleans up
@@ -234,6 +248,9 @@ class FastCGIProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self._drain_timer is not None:
             self._drain_timer.cancel()
+        if self._dispatch_handle is not None:
+            self._dispatch_handle.cancel()
+        self._backlog.clear()
         for stream in list(self.streams.values()):
             stream.closed = True
             stream.disconnect_handler()
@@ -341,14 +358,26 @@ class FastCGIProtocol(asyncio.Protocol):
         than its app takes (ASGI backpressure)."""
         if self.transport is None:
             return
-        before = bool(self._pausers)
         if pause:
             self._pausers.add(stream)
         else:
             self._pausers.discard(stream)
-        after = bool(self._pausers)
-        if before != after and not self.transport.is_closing():
-            if after:
-                self.transport.pause_reading()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._backlog and not self._pausers:
+            # Handle what was read before the pause first; not from here (an app's
+            # receive() may be the caller), and reading stays paused until it is done.
+            if self._dispatch_handle is None:
+                self._dispatch_handle = asyncio.get_running_loop().call_soon(self._dispatch)
+            return
+        paused = bool(self._pausers)
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            if paused:
+                transport.pause_reading()
             else:
-                self.transport.resume_reading()
+                transport.resume_reading()
