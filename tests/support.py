@@ -191,8 +191,9 @@ class RawConnection:
         all_params = build_params(method, path, headers=headers,
                                   content_length=len(body) if body else None, extra=params)
         request_id, data = self.core.begin_request(all_params, role=role or Role.RESPONDER, keep_conn=keep_conn)
-        self.stdout[request_id] = bytearray()
+        self.stdout[request_id] = bytearray()  # an id is reused once its request ended
         self.stderr[request_id] = bytearray()
+        self.ended.pop(request_id, None)
         if body is not None:
             data += self.core.end_stdin(request_id, body)
         self.sock.sendall(data)
