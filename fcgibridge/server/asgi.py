@@ -15,6 +15,7 @@ from typing import Any
 from asgiref.typing import ASGI3Application
 
 from ..cgi import format_head
+from ..protocol import Role
 from .connection import ClientDisconnected, RequestStream
 from .environ import asgi_scope
 
@@ -48,6 +49,12 @@ class ASGIAdapter:
         task.add_done_callback(self.tasks.discard)
         return request
 
+    async def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the app calls still running (a response is out
+        before the app returns: background work after the last body message)."""
+        if self.tasks and timeout > 0:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
     def close(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -61,17 +68,20 @@ class ASGIRequest:
         self.stream = stream
         self.chunks: deque[bytes] = deque()
         self.queued = 0
-        self.body_done = False
+        # Spec 6.3: an authorizer gets no FCGI_STDIN, not even the empty record.
+        self.body_done = stream.role is Role.AUTHORIZER
         self.body_delivered = False
         self.gone = False
         self.head: bytes | None = None
         self.head_sent = False
         self.complete = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = asyncio.Event()  # an Event, not one future: receive() may wait in several tasks
 
     # ------------------------------------------------ RequestHandler (loop side)
 
     def receive_body(self, data: bytes) -> None:
+        if self.body_done:
+            return  # STDIN after its end (only an authorizer can get here): not part of the body
         self.chunks.append(data)
         self.queued += len(data)
         if self.queued > MAX_QUEUED_BODY:
@@ -87,13 +97,14 @@ class ASGIRequest:
         self._wake()
 
     def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wakeup.set()
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
-        await self._waiter
+        # Cleared right before waiting, with no await in between since the caller
+        # checked its conditions: no wake-up can be lost, and tasks already waiting
+        # keep waiting for the next set().
+        self._wakeup.clear()
+        await self._wakeup.wait()
 
     # ------------------------------------------------------------- receive / send
 
@@ -214,9 +225,11 @@ class Lifespan:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
         try:
             await self.app(scope, self._receive, self._send)  # type: ignore[arg-type]
-        except BaseException as exc:
-            if self._started.is_set():
-                log.exception("error in ASGI lifespan shutdown")
+        except Exception as exc:
+            if self._failure is not None:
+                log.error("ASGI lifespan startup failed", exc_info=True)
+            elif self._started.is_set():
+                log.exception("error in the ASGI lifespan task after startup")
             elif self.mode == "auto":
                 log.info("the app does not support ASGI lifespan (%s: %s); serving without it",
                          type(exc).__name__, exc)
