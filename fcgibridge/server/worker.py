@@ -81,7 +81,7 @@ class Worker:
         if self.interface == "wsgi":
             return WSGIAdapter(self.app, threads=config.threads, root_path=config.root_path,
                                spool_threshold=config.spool_threshold, multiprocess=config.workers > 1)
-        app = guarantee_single_callable(self.app) if self.interface == "asgi2" else self.app
+        app = guarantee_single_callable(self.app) if self.interface == "asgi2" else self.app  # type: ignore[no-untyped-call]
         self.lifespan = Lifespan(app, config.lifespan)
         return ASGIAdapter(app, root_path=config.root_path, state=self.lifespan.state)
 
@@ -133,6 +133,8 @@ class Worker:
     async def _shutdown(self, adapter: AppAdapter) -> None:
         state = self.state
         assert state is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.graceful_timeout
         state.stopping = True
         for server in self.servers:
             server.close()
@@ -147,8 +149,10 @@ class Worker:
             conn._lose()
         await asyncio.sleep(0)
         if isinstance(adapter, ASGIAdapter):
+            # Calls whose response is out may still be working (background tasks).
+            await adapter.join(deadline - loop.time())
             adapter.close()
         if self.lifespan is not None:
             await self.lifespan.shutdown()
         if isinstance(adapter, WSGIAdapter):
-            await asyncio.get_running_loop().run_in_executor(None, adapter.close)
+            await loop.run_in_executor(None, adapter.close)
