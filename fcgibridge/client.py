@@ -169,7 +169,9 @@ class FastCGIClient:
         return Response(head.status, head.reason, head.headers, content, b"".join(stderr), ended.app_status,
                         ended.protocol_status, raw=b"".join(stdout))
 
-    def get_values(self, names: Iterable[str] = ("FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS")) -> dict[str, str]:
+    def get_values(
+        self, names: Iterable[str] = ("FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS")
+    ) -> dict[str, str]:
         """Ask the server for its FCGI_GET_VALUES variables."""
         core = ClientConnection()
         with self._connect() as sock:

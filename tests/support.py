@@ -57,7 +57,7 @@ class ServerThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.result = self.loop.run_until_complete(self.worker.serve(self.ready.set))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:  # reported to the test
             self.result = exc
             self.ready.set()
         finally:
@@ -254,3 +254,71 @@ class RawConnection:
     def wait_closed(self, timeout: float | None = None) -> None:
         """Read (and keep) whatever comes until the server closes the connection."""
         self.wait_for(lambda: self.closed, timeout)
+
+
+class RecordingConnection(RawConnection):
+    """A :class:`RawConnection` that also keeps every byte the server sent (``raw``),
+    sends exact PARAMS (``begin_exact``, no nginx-like defaults) and raw bytes
+    (``send_raw``), and notes a reset instead of raising it (``reset``).
+
+    For checks below the event level: nothing after END_REQUEST, how a connection ends.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 10.0, sndbuf: int | None = None,
+                 rcvbuf: int | None = None) -> None:
+        super().__init__(address, timeout=timeout, sndbuf=sndbuf)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.raw = bytearray()
+        self.reset = False  # the server reset the connection (RST) instead of closing it
+        receive = self.core.receive_data
+
+        def tap(data: bytes) -> list[Any]:
+            self.raw += data
+            return receive(data)
+
+        self.core.receive_data = tap  # type: ignore[method-assign]
+
+    def read_some(self, timeout: float | None = None) -> list[Any]:
+        try:
+            return super().read_some(timeout)
+        except ConnectionResetError:
+            self.reset = self.closed = True
+            return []
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def begin_exact(self, params: dict[str, str], *, role: Any = None, keep_conn: bool = True,
+                    body: bytes | None = None) -> int:
+        """BEGIN_REQUEST and exactly ``params``; with ``body``, the whole STDIN too."""
+        from fcgibridge.protocol import Role
+
+        request_id, data = self.core.begin_request(params, role=role or Role.RESPONDER, keep_conn=keep_conn)
+        self.stdout[request_id] = bytearray()
+        self.stderr[request_id] = bytearray()
+        self.ended.pop(request_id, None)
+        if body is not None:
+            data += self.core.end_stdin(request_id, body)
+        self.sock.sendall(data)
+        return request_id
+
+    def late_stdin(self, request_id: int, data: bytes = b"", *, end: bool = False) -> None:
+        """STDIN for a request the server already ended while its body was still coming
+        (the server drains it; the client core no longer tracks the id)."""
+        from fcgibridge.protocol import RecordType, pack_record, pack_stream
+
+        out = pack_stream(RecordType.STDIN, request_id, data) if data else b""
+        if end:
+            out += pack_record(RecordType.STDIN, request_id)
+        self.sock.sendall(out)
+
+    def records(self, *, whole: bool = True) -> list[Any]:
+        """Every whole record in ``raw``; with ``whole``, AssertionError if a part of a
+        record is left over."""
+        from fcgibridge.protocol import RecordReader
+
+        reader = RecordReader()
+        found = reader.feed(bytes(self.raw))
+        assert not whole or reader.pending == 0, f"{reader.pending} bytes after the last whole record"
+        return found

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..errors import UserError
+from ..listeners import UnixAddress, open_listeners, parse_bind, peer_allowed, web_server_addrs
+from .asgi import LifespanFailure
 from .supervisor import BOOT_FAILED, Supervisor
 from .worker import run_worker
 
 log = logging.getLogger("fcgibridge.server")
 
 
-def _load(config: Config) -> tuple[Any, str]:
+def load(config: Config) -> tuple[Any, str]:
+    """The app object and its interface (detected unless ``--interface`` says)."""
     from ..importer import detect_interface, load_app
 
     app = load_app(config.app, cwd=Path.cwd())
-    interface = config.interface if config.interface != "auto" else detect_interface(app)
+    interface = config.interface if config.interface != "auto" else detect_interface(app, name=config.app)
     return app, interface
 
 
@@ -30,37 +37,42 @@ def run(config: Config) -> int:
     With one worker everything runs in this process; with more, this process
     supervises forked workers, each of which loads the app itself.
     """
-    from ..errors import UserError
-    from ..listeners import open_listeners, peer_allowed, web_server_addrs
-
     listeners = open_listeners(config)
+    own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
+    try:
+        for sock in listeners:
+            log.info("listening on %s", describe(sock))
+        work = _worker_body(config, listeners)
+        if config.workers <= 1:
+            code = work(None)
+            _exit_past_stuck_threads(code, own_socket_files)
+            return code
+        return Supervisor(config.workers, work, config.graceful_timeout).run()
+    finally:
+        _remove_socket_files(own_socket_files)
+
+
+def _worker_body(config: Config, listeners: list[socket.socket]) -> Callable[[Any], int]:
+    """What each worker process runs: load the app, then serve until stopped."""
     addrs = web_server_addrs(os.environ)
     allowed = None if addrs is None else (lambda peer: peer_allowed(peer, addrs))
-    for sock in listeners:
-        log.info("listening on %s", _describe(sock))
 
-    def work(on_ready: Any) -> int:
+    def work(on_ready: Callable[[], None] | None) -> int:
         try:
-            app, interface = _load(config)
+            app, interface = load(config)
         except UserError as exc:
             print(f"fcgibridge: error: {exc}", file=sys.stderr)
             return 2
-        from .asgi import LifespanFailure
-
         try:
             return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return BOOT_FAILED
 
-    if config.workers <= 1:
-        code = work(None)
-        _exit_past_stuck_threads(code)
-        return code
-    return Supervisor(config.workers, work, config.graceful_timeout).run()
+    return work
 
 
-def _describe(sock: Any) -> str:
+def describe(sock: socket.socket) -> str:
     name = sock.getsockname()
     if isinstance(name, tuple):
         host, port = name[0], name[1]
@@ -68,9 +80,16 @@ def _describe(sock: Any) -> str:
     return f"unix:{name}" if name else f"fd {sock.fileno()}"
 
 
-def _exit_past_stuck_threads(code: int) -> None:
+def _remove_socket_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _exit_past_stuck_threads(code: int, socket_files: list[str]) -> None:
     """An app thread stuck past the graceful timeout must not keep the process alive."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        _remove_socket_files(socket_files)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

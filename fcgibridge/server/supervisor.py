@@ -8,6 +8,7 @@ report ready before the others start, so a broken app fails once, with one messa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -143,10 +144,8 @@ class Supervisor:
 
     def _signal_all(self, signum: int) -> None:
         for pid in self.workers:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     def _kill_all(self) -> None:
         log.warning("workers did not stop within the graceful timeout; killing them")
