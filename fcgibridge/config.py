@@ -449,3 +449,19 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> C
     if not values.get("app"):
         raise UserError("no application given; run fcgibridge MODULE:APP, for example fcgibridge myproject.wsgi:app")
     return Config(**values)
+
+
+def options_reference() -> str:
+    """Every option as a markdown table: flag, config-file key, environment variable,
+    default and meaning. ``docs/configuration.md`` embeds it (a test keeps them equal)."""
+    rows = ["| flag | file key | environment | default | meaning |", "|---|---|---|---|---|"]
+    for fld in _fields():
+        opt = fld.option
+        if opt.positional:
+            continue
+        env = f"`{fld.env}`" + (f", `{opt.env_alias}`" if opt.env_alias else "")
+        default = fld.default if not fld.is_list else ", ".join(fld.default)
+        default_text = f"`{default}`" if default not in ("", []) else "—"
+        meaning = opt.help + (f" One of: {', '.join(opt.choices)}." if opt.choices else "")
+        rows.append(f"| `{' / '.join(opt.flags or fld.flags)}` | `{fld.key}` | {env} | {default_text} | {meaning} |")
+    return "\n".join(rows) + "\n"
