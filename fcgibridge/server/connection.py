@@ -132,8 +132,9 @@ class RequestStream:
         return not self._conn.write_paused
 
     async def drain(self) -> None:
-        """Wait until the web server has taken enough of what was written."""
-        if self._conn.write_paused and not self.closed:
+        """Wait until the web server has taken enough of what was written, or the
+        request is over (aborted, failed, connection lost): then return at once."""
+        while self._conn.write_paused and not self.closed:
             await self._conn.wait_writable()
 
     def pause_reading(self) -> None:
@@ -301,6 +302,8 @@ class FastCGIProtocol(asyncio.Protocol):
     def finish(self, stream: RequestStream, data: bytes) -> None:
         """Called by :meth:`RequestStream.end` with the final bytes of a request."""
         self.send(data)
+        if self.write_paused:
+            self._wake_writers()  # a writer waiting in drain() for this request must see it is over
         if not stream.keep_conn:
             self._closing = True
         self._forget(stream)
