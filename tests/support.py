@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -121,15 +122,31 @@ def fcgibridge_command(*args: str) -> list[str]:
 @contextlib.contextmanager
 def run_fcgibridge(*args: str, address: str, env: dict[str, str] | None = None,
                    cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run the real CLI as a subprocess until the block ends; stopped by its PID."""
+    """Run the real CLI as a subprocess until the block ends; stopped by its PID.
+
+    Its stdout and stderr go to a temporary file (a pipe nobody reads could fill up and
+    stall the server); :func:`process_log` reads it.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(fcgibridge_command(*args), cwd=cwd or ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for_port(address, proc=proc)
-        yield proc
-    finally:
-        stop_process(proc)
+    with tempfile.NamedTemporaryFile(prefix="fcgibridge-log-", suffix=".txt") as log:
+        proc = subprocess.Popen(fcgibridge_command(*args), cwd=cwd or ROOT, env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        _LOGS[proc.pid] = Path(log.name)
+        try:
+            wait_for_port(address, proc=proc)
+            yield proc
+        finally:
+            stop_process(proc)
+            _LOGS.pop(proc.pid, None)
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def process_log(proc: subprocess.Popen[Any]) -> str:
+    """What a process started by :func:`run_fcgibridge` has printed so far."""
+    path = _LOGS.get(proc.pid)
+    return path.read_text(errors="replace") if path else ""
 
 
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:

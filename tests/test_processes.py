@@ -1,0 +1,117 @@
+"""The real CLI as real processes: workers, signals, boot failures, sockets left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fcgibridge.client import FastCGIClient, Response
+from support import ROOT, fcgibridge_command, free_port, process_log, run_fcgibridge, stop_process, wait_for_port
+
+SLOW_APP = "tests.apps.slow_app:app"
+
+
+def children_of(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def request_in_thread(address: str, path: str) -> tuple[threading.Thread, list[Response | BaseException]]:
+    result: list[Response | BaseException] = []
+
+    def go() -> None:
+        try:
+            result.append(FastCGIClient(address, timeout=20).request("GET", path))
+        except BaseException as exc:  # reported by the test
+            result.append(exc)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_workers_finish_the_request_in_flight_then_all_exit(sig: signal.Signals) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:
+        deadline = time.monotonic() + 10
+        while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        pids = {FastCGIClient(address).request("GET", "/pid").body for _ in range(20)}
+        assert pids <= {str(pid).encode() for pid in workers}
+
+        thread, result = request_in_thread(address, "/slow?s=1.5")
+        time.sleep(0.5)  # the request is in the app now
+        proc.send_signal(sig)
+        thread.join(20)
+        assert proc.wait(20) == 0
+        stderr = process_log(proc)
+    assert isinstance(result[0], Response), result
+    assert result[0].status == 200 and result[0].body.startswith(b"slept 1.5")
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert "Traceback" not in stderr
+
+
+def test_a_broken_app_fails_once_with_one_line_when_there_are_many_workers() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.run(fcgibridge_command("tests.apps.no_such_module:app", "-b", address, "-w", "3"),
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=30)
+    errors = [line for line in proc.stderr.decode().splitlines() if "error:" in line]
+    assert proc.returncode == 2
+    assert len(errors) == 1 and "no_such_module" in errors[0]
+    assert "Traceback" not in proc.stderr.decode()
+
+
+def test_a_crashed_worker_is_replaced() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:
+        deadline = time.monotonic() + 10
+        while len(children_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = min(children_of(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (victim in children_of(proc.pid) or len(children_of(proc.pid)) < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert victim not in children_of(proc.pid) and len(children_of(proc.pid)) == 2
+        assert FastCGIClient(address).request("GET", "/pid").status == 200
+
+
+def test_unix_socket_file_is_removed_on_exit(tmp_path: Path) -> None:
+    path = tmp_path / "app.sock"
+    address = f"unix:{path}"
+    with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:
+        assert FastCGIClient(address).request("GET", "/pid").status == 200
+        assert (path.stat().st_mode & 0o777) == 0o666
+        stop_process(proc)
+        assert proc.returncode == 0
+    assert not path.exists()
+
+
+def test_serves_on_fd0_when_started_like_spawn_fcgi(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+    proc = subprocess.Popen(fcgibridge_command(SLOW_APP), stdin=listener.fileno(), cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    listener.close()
+    try:
+        wait_for_port(f"127.0.0.1:{port}", proc=proc)
+        response = FastCGIClient(f"127.0.0.1:{port}").request("GET", "/pid")
+        assert response.body == str(proc.pid).encode()
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0
