@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import ROOT, fcgibridge_command, free_port, process_log, run_fcgibridge, stop_process, wait_for_port
 
 from fcgibridge.client import FastCGIClient, Response
-from support import ROOT, fcgibridge_command, free_port, process_log, run_fcgibridge, stop_process, wait_for_port
 
 SLOW_APP = "tests.apps.slow_app:app"
 
