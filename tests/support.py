@@ -133,7 +133,10 @@ def run_fcgibridge(*args: str, address: str, env: dict[str, str] | None = None,
                                 stdout=log, stderr=subprocess.STDOUT)
         _LOGS[proc.pid] = Path(log.name)
         try:
-            wait_for_port(address, proc=proc)
+            try:
+                wait_for_port(address, proc=proc)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; its output:\n{Path(log.name).read_text(errors='replace')}") from None
             yield proc
         finally:
             stop_process(proc)
