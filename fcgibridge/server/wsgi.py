@@ -10,6 +10,7 @@ fails with :class:`ClientDisconnected` once the request is aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
+from ..protocol import Role
 from .body import BlockingBody
 from .connection import ClientDisconnected, RequestStream
 from .environ import is_https, wsgi_environ
@@ -89,6 +91,8 @@ class WSGIRequest:
         self.stream = stream
         self.loop = loop
         self.body = BlockingBody(adapter.spool_threshold)
+        if stream.role is Role.AUTHORIZER:
+            self.body.end()  # spec 6.3: an authorizer gets no STDIN at all, not even the empty record
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.head_sent = False
@@ -121,6 +125,9 @@ class WSGIRequest:
 
     def run(self) -> None:
         stream = self.stream
+        if self._gone:  # aborted (or refused) while waiting for a thread: the app need not run
+            self.body.close()
+            return
         try:
             environ = wsgi_environ(stream.params, stream.role, self.adapter.root_path)
             environ.update(self.adapter.base)
@@ -131,10 +138,8 @@ class WSGIRequest:
             log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
         except BaseException:
             log.exception("error in WSGI app serving %s", stream.params.get("REQUEST_URI", "?"))
-            try:
+            with contextlib.suppress(ClientDisconnected):
                 self._fail()
-            except ClientDisconnected:
-                pass
         finally:
             self.body.close()
 
@@ -153,8 +158,8 @@ class WSGIRequest:
         self._send(b"" if self.head_sent else self._head(), end=True)
 
     def _fail(self) -> None:
+        self._app_status = 1
         if self.head_sent:
-            self._app_status = 1
             self._send(b"", end=True)
         else:
             self._send(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
@@ -171,8 +176,12 @@ class WSGIRequest:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        if (type(status) is not str or len(status) < 4 or not status[:3].isascii() or not status[:3].isdigit()
+                or status[3] != " "):
             raise ValueError(f"WSGI status must be a str like '200 OK', not {status!r}")
+        for header in headers:
+            if len(header) != 2 or type(header[0]) is not str or type(header[1]) is not str:
+                raise TypeError(f"WSGI headers must be (str, str) tuples, not {header!r}")
         self.status = status
         self.headers = headers
         return self._write
@@ -204,12 +213,17 @@ class WSGIRequest:
             if data:
                 self._pending.append(data)
                 self._pending_size += len(data)
-            schedule = not self._scheduled
-            self._scheduled = True
-            if schedule:
-                self.loop.call_soon_threadsafe(self._flush)
+            if not self._scheduled:
+                try:
+                    self.loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:  # the event loop is closed: the worker stopped
+                    self._gone = True
+                    raise ClientDisconnected("the server stopped") from None
+                self._scheduled = True
             while not end and not self._gone and (self._pending_size > HIGH_WATER or self._blocked):
                 self._lock.wait()
+            if self._gone:  # aborted while waiting for the web server to read
+                raise ClientDisconnected("the request was aborted or its connection closed")
 
     # -------------------------------------------------------------- loop side
 
