@@ -274,7 +274,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.state.idle.clear()
         limit = self.state.max_body_size
         length = event.params.get("CONTENT_LENGTH", "")
-        if limit and length.isdigit() and int(length) > limit:
+        if limit and length.isascii() and length.isdigit() and int(length) > limit:
             stream.respond_error(413, "Request body too large")
             return
         try:
