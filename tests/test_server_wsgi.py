@@ -1226,6 +1226,16 @@ def test_max_body_size_by_counting_streamed_bytes() -> None:
         assert conn.response(within)[0].status == 200
 
 
+def test_non_ascii_digit_content_length_with_max_body_size(caplog: pytest.LogCaptureFixture) -> None:
+    """"\xb2" (a superscript two) passes str.isdigit but is no length: read to the end."""
+    with serve(read_to_end_app, max_body_size=1000) as server, connect(server) as conn:
+        request_id = conn.begin_exact({"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": "\xb2"},
+                                      body=b"12")
+        conn.wait_end(request_id, timeout=2.0)
+        assert json.loads(conn.response(request_id)[1])["length"] == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_a_second_connection_is_served_while_one_app_blocks() -> None:
     release = threading.Event()
 
