@@ -375,6 +375,24 @@ def test_large_body_is_spooled_and_read_back_exactly() -> None:
     assert seen["max_buffered"] <= threshold + 64 * 1024
 
 
+def test_spool_failure_fails_only_that_request(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    def no_space(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("fcgibridge.server.body.tempfile.mkstemp", no_space)
+    with serve(read_to_end_app, spool_threshold=1000) as server, connect(server) as conn:
+        request_id = conn.begin("POST", "/", params={"CONTENT_LENGTH": ""})
+        conn.send_stdin(request_id, b"x" * 5000)
+        conn.wait_end(request_id)
+        assert conn.response(request_id)[0].status == 500
+        conn.late_stdin(request_id, end=True)
+        small = conn.begin("POST", "/", body=b"fits")  # the connection carries on
+        conn.wait_end(small)
+        assert json.loads(conn.response(small)[1])["length"] == 4
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+
+
 def test_small_body_is_not_spooled() -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         inp = environ["wsgi.input"]

@@ -109,7 +109,11 @@ class WSGIRequest:
     # ------------------------------------------------ RequestHandler (loop side)
 
     def receive_body(self, data: bytes) -> None:
-        self.body.feed(data)
+        try:
+            self.body.feed(data)
+        except OSError as exc:  # the spool file could not be made or written (disk full?)
+            log.error("could not spool the body of %s: %s", self.stream.params.get("REQUEST_URI", "?"), exc)
+            self.stream.fail(500, "Internal Server Error")
 
     def end_body(self) -> None:
         self.body.end()
