@@ -186,6 +186,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._closing = False
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._eof_sent = False
 
     # ------------------------------------------------------------- asyncio callbacks
 
@@ -322,8 +323,14 @@ class FastCGIProtocol(asyncio.Protocol):
         if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
             transport.close()
         elif self._closing and not self.streams and self._drain_timer is None:
-            # The response is out but the web server is still sending the body: read
-            # it to its end (the core discards it) before closing, within a bound.
+            # The response is out but the web server is still sending the body. Half-close:
+            # our FIN tells a web server without KEEP_CONN (nginx) that the response is
+            # complete — it waits for it — while we read the rest of the body to its end (the
+            # core discards it), so the web server never writes into a closed socket and
+            # turns the answer into a 502. Its EOF then closes us, or the timer does.
+            if transport.can_write_eof():
+                transport.write_eof()
+                self._eof_sent = True
             self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._lose)
 
     def close_if_idle(self) -> None:
@@ -334,7 +341,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         transport = self.transport
-        if data and transport is not None and not transport.is_closing():
+        if data and transport is not None and not transport.is_closing() and not self._eof_sent:
             transport.write(data)
 
     def _lose(self) -> None:
