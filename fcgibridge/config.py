@@ -94,6 +94,10 @@ class Config:
     workers: int = option(1, "Worker processes (default: $WEB_CONCURRENCY or 1).", "-w", "--workers",
                           env_alias="WEB_CONCURRENCY", minimum=1)
     threads: int = option(8, "Threads per worker that run WSGI apps.", "--threads", minimum=1)
+    sync: bool = option(False, "WSGI sync mode: each worker runs one request at a time, on its event loop "
+                        "thread once the body has arrived (like a gunicorn sync worker or a PHP-FPM child). "
+                        "Fastest for quick apps; an abort or a stop waits for the running request. "
+                        "--threads is then 1.", "--sync")
     interface: str = option("auto", "The app's interface; detected unless given.", "--interface", choices=INTERFACES)
     lifespan: str = option("auto", "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
                            "--lifespan", choices=("auto", "on", "off"))

@@ -80,7 +80,8 @@ class Worker:
         config = self.config
         if self.interface == "wsgi":
             return WSGIAdapter(self.app, threads=config.threads, root_path=config.root_path,
-                               spool_threshold=config.spool_threshold, multiprocess=config.workers > 1)
+                               spool_threshold=config.spool_threshold, multiprocess=config.workers > 1,
+                               sync=config.sync)
         app = guarantee_single_callable(self.app) if self.interface == "asgi2" else self.app  # type: ignore[no-untyped-call]
         self.lifespan = Lifespan(app, config.lifespan)
         return ASGIAdapter(app, root_path=config.root_path, state=self.lifespan.state)

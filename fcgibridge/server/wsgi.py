@@ -1,5 +1,12 @@
 """WSGI (PEP 3333) behind the connection layer: apps run in a thread pool.
 
+With ``--sync`` (one app call at a time per worker, as in a gunicorn sync worker or a
+PHP-FPM child) a request whose body has fully arrived runs on the event loop
+thread itself, which saves two thread hand-offs per request; a request whose body is
+still arriving runs in the one pool thread, so it can start before the body is complete;
+and an inline response the web server is slow to read moves to that thread mid-way,
+keeping backpressure.
+
 The app thread never touches the transport. Its output is handed to the event loop
 through a small queue that coalesces whatever accumulated before the loop got to it,
 so a typical small response (head, body, end) leaves in a single write. The thread
@@ -59,11 +66,15 @@ class WSGIAdapter:
         root_path: str = "",
         spool_threshold: int = 1024 * 1024,
         multiprocess: bool = False,
+        sync: bool = False,
     ) -> None:
         self.app = app
         self.root_path = root_path
         self.spool_threshold = spool_threshold
+        threads = 1 if sync else threads
         self.executor = ThreadPool(threads)
+        self.sync = sync
+        self.busy = 0  # sync mode: calls handed to the pool and not finished (loop side)
         self.base = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
@@ -75,9 +86,35 @@ class WSGIAdapter:
         }
 
     def start(self, stream: RequestStream) -> WSGIRequest:
-        request = WSGIRequest(self, stream, asyncio.get_running_loop())
-        self.executor.submit(request.run)
+        loop = asyncio.get_running_loop()
+        request = WSGIRequest(self, stream, loop)
+        if self.sync:
+            # Decide once this read's events are handled: by then a small request's body
+            # (and the empty STDIN that ends it) has arrived in the same read.
+            loop.call_soon(request.dispatch)
+        else:
+            self.executor.submit(request.run)
         return request
+
+    def submit(self, call: Callable[[], None]) -> None:
+        """Run ``call`` in the pool (loop side); sync mode counts it as busy until done."""
+        if not self.sync:
+            self.executor.submit(call)
+            return
+        self.busy += 1
+        loop = asyncio.get_running_loop()
+
+        def counted() -> None:
+            try:
+                call()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts anymore
+                    loop.call_soon_threadsafe(self._pool_done)
+
+        self.executor.submit(counted)
+
+    def _pool_done(self) -> None:
+        self.busy -= 1
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -105,6 +142,7 @@ class WSGIRequest:
         self._app_status = 0
         self._blocked = False
         self._gone = False
+        self._inline = False
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -127,17 +165,30 @@ class WSGIRequest:
 
     # --------------------------------------------------------- app thread side
 
+    def dispatch(self) -> None:
+        """Sync mode (loop side): run now, inline, or queue for the pool thread."""
+        if self._gone:  # refused or aborted before it started: the app need not run
+            self.body.close()
+        elif self.body.complete and self.adapter.busy == 0:
+            self._inline = True
+            self.run()
+        else:
+            self.adapter.submit(self.run)
+
     def run(self) -> None:
-        stream = self.stream
+        """Call the app (in a pool thread, or inline on the loop in sync mode)."""
         if self._gone:  # aborted (or refused) while waiting for a thread: the app need not run
             self.body.close()
             return
+        self._guarded(self._call_app)
+
+    def _guarded(self, work: Callable[[], bool]) -> None:
+        """Run ``work`` (which returns True when it handed the rest to another thread),
+        turning app errors into a 500 or an ended stream."""
+        stream = self.stream
+        handed_off = False
         try:
-            environ = wsgi_environ(stream.params, stream.role, self.adapter.root_path)
-            environ.update(self.adapter.base)
-            environ["wsgi.url_scheme"] = "https" if is_https(stream.params) else "http"
-            environ["wsgi.input"] = self.body
-            self._serve(environ)
+            handed_off = work()
         except ClientDisconnected:
             log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
         except BaseException:
@@ -145,21 +196,44 @@ class WSGIRequest:
             with contextlib.suppress(ClientDisconnected):
                 self._fail()
         finally:
-            self.body.close()
+            if not handed_off:
+                self.body.close()
 
-    def _serve(self, environ: dict[str, Any]) -> None:
+    def _call_app(self) -> bool:
+        params = self.stream.params
+        environ = wsgi_environ(params, self.stream.role, self.adapter.root_path)
+        environ.update(self.adapter.base)
+        environ["wsgi.url_scheme"] = "https" if is_https(params) else "http"
+        environ["wsgi.input"] = self.body
         result = self.adapter.app(environ, self.start_response)
+        return self._iterate(result, iter(result))
+
+    def _iterate(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> bool:
+        """Send the app's body chunks, close its iterable, end the request. Returns True
+        if it handed the rest to the pool thread instead (sync mode)."""
+        handed_off = False
         try:
-            for chunk in result:
+            for chunk in chunks:
                 if chunk:
                     self._write(chunk)
+                if self._inline and not self.stream.writable:
+                    handed_off = True
+                    self._hand_off(result, chunks)
+                    return True
         finally:
             close = getattr(result, "close", None)
-            if close is not None:
+            if not handed_off and close is not None:
                 close()
         if self.status is None:
             raise RuntimeError("the WSGI app returned without calling start_response")
         self._send(b"" if self.head_sent else self._head(), end=True)
+        return False
+
+    def _hand_off(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> None:
+        """Sync mode: the web server reads slower than the app writes; go on in the pool
+        thread, which can wait for it, instead of buffering the rest in memory."""
+        self._inline = False
+        self.adapter.submit(lambda: self._guarded(lambda: self._iterate(result, chunks)))
 
     def _fail(self) -> None:
         self._app_status = 1
@@ -208,6 +282,9 @@ class WSGIRequest:
         self._send(data)
 
     def _send(self, data: bytes, end: bool = False) -> None:
+        if self._inline:
+            self._send_inline(data, end)
+            return
         with self._lock:
             if self._gone:
                 raise ClientDisconnected("the request was aborted or its connection closed")
@@ -228,6 +305,16 @@ class WSGIRequest:
                 self._lock.wait()
             if self._gone:  # aborted while waiting for the web server to read
                 raise ClientDisconnected("the request was aborted or its connection closed")
+
+    def _send_inline(self, data: bytes, end: bool) -> None:
+        """Sync mode, on the loop thread: straight to the stream."""
+        if self._gone:
+            raise ClientDisconnected("the request was aborted or its connection closed")
+        if end:
+            self._ending = self.head_sent = True
+            self.stream.end(data, self._app_status)
+        elif data:
+            self.stream.write(data)
 
     # -------------------------------------------------------------- loop side
 
