@@ -19,11 +19,11 @@ class CGIResponseError(ValueError):
     """The bytes are not a valid CGI response head."""
 
 
+_PHRASES = {int(status): status.phrase for status in HTTPStatus}
+
+
 def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+    return _PHRASES.get(status, "")
 
 
 def format_head(status: int | str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:

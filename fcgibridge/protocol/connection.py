@@ -47,6 +47,12 @@ DEFAULT_MAX_PARAMS_SIZE = 1024 * 1024
 #: Bound on the GET_VALUES record content we accept (it lists names only).
 MAX_MANAGEMENT_SIZE = 4096
 
+# Plain ints for the per-record hot path (class attribute access on an Enum is slow).
+_BEGIN_REQUEST = int(RecordType.BEGIN_REQUEST)
+_ABORT_REQUEST = int(RecordType.ABORT_REQUEST)
+_MAX_KNOWN_TYPE = int(MAX_KNOWN_TYPE)
+_AUTHORIZER = int(Role.AUTHORIZER)
+
 _APP_TYPES = frozenset({RecordType.BEGIN_REQUEST, RecordType.ABORT_REQUEST, RecordType.PARAMS,
                         RecordType.STDIN, RecordType.DATA})
 
@@ -131,13 +137,14 @@ class ApplicationConnection:
 
     def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
+        requests = self._requests
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == NULL_REQUEST_ID:
                 self._management(rtype, content)
-            elif rtype == RecordType.BEGIN_REQUEST:
+            elif rtype == _BEGIN_REQUEST:
                 self._begin(request_id, content, events)
-            elif rtype in _APP_TYPES or not 0 < rtype <= MAX_KNOWN_TYPE:
-                request = self._requests.get(request_id)
+            elif rtype in _APP_TYPES or not 0 < rtype <= _MAX_KNOWN_TYPE:
+                request = requests.get(request_id)
                 if request is not None:  # Rule 1: inactive ids are ignored
                     self._step(request_id, request, rtype, content, events)
             else:
@@ -197,12 +204,14 @@ class ApplicationConnection:
                 self._closing = True
             return
         request = _AppRequest(body.role, body.keep_conn)
-        request.body_pending = body.role != Role.AUTHORIZER
+        request.body_pending = body.role != _AUTHORIZER
         self._requests[request_id] = request
 
     def _admission(self, role: int) -> ProtocolStatus | None:
         if role not in self.roles:
             return ProtocolStatus.UNKNOWN_ROLE
+        if not self._requests:
+            return None
         # Rule 5: a draining request is over as far as the web server knows
         running = sum(1 for r in self._requests.values() if r.state is not RequestState.DRAINING)
         if running >= self.max_reqs or (running and not self.mpxs_conns):
@@ -210,10 +219,11 @@ class ApplicationConnection:
         return None
 
     def _step(self, request_id: int, request: _AppRequest, rtype: int, content: bytes, events: list[Event]) -> None:
-        empty = not content or rtype == RecordType.ABORT_REQUEST
-        known = 0 < rtype <= MAX_KNOWN_TYPE
-        row = TRANSITIONS.get((request.state, RecordType(rtype), empty)) if known else None
+        empty = not content or rtype == _ABORT_REQUEST
+        # IntEnum members hash and compare as their ints, so the table takes the raw type.
+        row = TRANSITIONS.get((request.state, rtype, empty))
         if row is None:
+            known = 0 < rtype <= _MAX_KNOWN_TYPE
             if request.state not in SILENT_STATES:
                 name = RecordType(rtype).name if known else f"type {rtype}"
                 self._fail(request_id, request, rtype, f"{name} record while {request.state.value}", events)
@@ -314,8 +324,11 @@ class ApplicationConnection:
         return b"".join(parts)
 
 
+_ROLES = {int(role): role for role in Role}
+
+
 def _role(value: int) -> Role:
-    return Role(value)
+    return _ROLES[value]
 
 
 # ----------------------------------------------------------------------- client role

@@ -146,32 +146,38 @@ def encode_pairs(
 # ---------------------------------------------------------------------------- input
 
 
-def _read_length(buf: bytes, pos: int) -> tuple[int, int]:
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    if pos + 4 > len(buf):
-        raise RemoteProtocolError("name-value pair cut inside a 4-byte length")
-    return _LONG_LEN.unpack_from(buf, pos)[0] & 0x7FFFFFFF, pos + 4
-
-
 def decode_pairs(buf: bytes) -> dict[str, str]:
     """Name-value pairs to a dict of latin-1 strings (PEP 3333); a repeated name keeps its last value."""
     pairs: dict[str, str] = {}
     pos, end = 0, len(buf)
-    while pos < end:
-        name_len, pos = _read_length(buf, pos)
-        if pos >= end:
-            raise RemoteProtocolError("name-value pair cut before its value length")
-        value_len, pos = _read_length(buf, pos)
-        stop = pos + name_len + value_len
-        if stop > end:
-            raise RemoteProtocolError(
-                f"name-value pair of {name_len}+{value_len} bytes runs past the end of its stream"
-            )
-        name = buf[pos : pos + name_len].decode("latin-1")
-        pairs[name] = buf[pos + name_len : stop].decode("latin-1")
-        pos = stop
+    unpack = _LONG_LEN.unpack_from
+    # latin-1 maps each byte to one character, so byte offsets are string offsets: decode
+    # once and slice the text.
+    text = buf.decode("latin-1")
+    try:
+        while pos < end:
+            # The 1-byte lengths are inlined: this loop runs for every CGI variable.
+            name_len = buf[pos]
+            if name_len < 0x80:
+                pos += 1
+            else:
+                name_len = unpack(buf, pos)[0] & 0x7FFFFFFF
+                pos += 4
+            value_len = buf[pos]
+            if value_len < 0x80:
+                pos += 1
+            else:
+                value_len = unpack(buf, pos)[0] & 0x7FFFFFFF
+                pos += 4
+            stop = pos + name_len + value_len
+            if stop > end:
+                raise RemoteProtocolError(
+                    f"name-value pair of {name_len}+{value_len} bytes runs past the end of its stream"
+                )
+            pairs[text[pos : pos + name_len]] = text[pos + name_len : stop]
+            pos = stop
+    except (IndexError, struct.error):
+        raise RemoteProtocolError("name-value pair cut inside its lengths") from None
     return pairs
 
 

@@ -68,7 +68,7 @@ _S = RequestState
 _T = RecordType
 
 #: (state, record type, is the record empty) -> (what it does, next state or None for inactive)
-TRANSITIONS: dict[tuple[RequestState, RecordType, bool], tuple[Step, RequestState | None]] = {
+TRANSITIONS: dict[tuple[RequestState, int, bool], tuple[Step, RequestState | None]] = {
     (_S.PARAMS, _T.PARAMS, False): (Step.PARAMS_DATA, _S.PARAMS),
     (_S.PARAMS, _T.PARAMS, True): (Step.PARAMS_END, _S.STDIN),
     (_S.STDIN, _T.STDIN, False): (Step.BODY_DATA, _S.STDIN),
