@@ -94,16 +94,21 @@ def http_version(protocol: str) -> str:
     return {"2.0": "2", "3.0": "3"}.get(version, version)
 
 
+_SKIPPED_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+
 def asgi_headers(params: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in params.items():
-        if name.startswith("HTTP_"):
-            if name in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                continue
-            headers.append((name[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
-    if params.get("CONTENT_TYPE"):
-        headers.append((b"content-type", params["CONTENT_TYPE"].encode("latin-1")))
-    length = params.get("CONTENT_LENGTH", "")
+    """HTTP_* variables as ASGI header pairs; Content-Type and Content-Length from their
+    CGI variables, else from the HTTP_ ones (a web server configured to send only those)."""
+    headers = [
+        (name[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1"))
+        for name, value in params.items()
+        if name[:5] == "HTTP_" and name not in _SKIPPED_HEADERS
+    ]
+    content_type = params.get("CONTENT_TYPE") or params.get("HTTP_CONTENT_TYPE")
+    if content_type:
+        headers.append((b"content-type", content_type.encode("latin-1")))
+    length = params.get("CONTENT_LENGTH") or params.get("HTTP_CONTENT_LENGTH", "")
     if _is_length(length):
         headers.append((b"content-length", length.encode("latin-1")))
     return headers
@@ -116,6 +121,9 @@ def _utf8(text: str) -> str:
 
 def _port(value: str | None) -> int | None:
     return int(value) if value and _is_length(value) else None
+
+
+_ROLE_NAMES = {role: role.name for role in Role}
 
 
 def asgi_scope(params: dict[str, str], role: Role, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
@@ -138,7 +146,7 @@ def asgi_scope(params: dict[str, str], role: Role, root_path: str, state: dict[s
         "headers": asgi_headers(params),
         "client": (params["REMOTE_ADDR"], client_port or 0) if params.get("REMOTE_ADDR") else None,
         "server": (server_host, server_port) if server_host else None,
-        "extensions": {"fastcgi": {"role": role.name, "params": params}},
+        "extensions": {"fastcgi": {"role": _ROLE_NAMES[role], "params": params}},
     }
     if state is not None:
         scope["state"] = state.copy()
