@@ -427,3 +427,75 @@ def test_two_workers_serve_concurrent_requests(two_workers: Stack) -> None:
     assert not failed
     assert all(body == b"Hello, World!" for path, _, body in results if path == "/hello")
     assert all(body == expected_lines(200) for path, _, body in results if path.startswith("/stream"))
+
+
+# ------------------------------------------------------ Django (WSGI, ASGI) and Starlette
+
+FRAMEWORK_APPS = [
+    pytest.param("tests.apps.djangoproject.wsgi:application", id="django-wsgi"),
+    pytest.param("tests.apps.djangoproject.asgi:application", id="django-asgi"),
+    pytest.param("tests.apps.starlette_e2e:app", id="starlette"),
+]
+FRAMEWORK_COMBINATIONS = [
+    pytest.param(("unix", True), id="unix-keep_conn"),
+    pytest.param(("tcp", False), id="tcp-no_keep_conn"),
+]
+
+
+@pytest.fixture(scope="module", params=FRAMEWORK_APPS)
+def framework_app(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module", params=FRAMEWORK_COMBINATIONS)
+def framework_stack(framework_app: str, request: pytest.FixtureRequest, nginx_binary: str,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    transport, keep_conn = request.param
+    directory = tmp_path_factory.mktemp("framework")
+    with serve_behind_nginx(framework_app, directory, nginx_binary, transport=transport,
+                            keep_conn=keep_conn) as stack:
+        yield stack
+
+
+@pytest.fixture
+def framework(framework_stack: Stack) -> Iterator[Stack]:
+    mark = framework_stack.nginx.log_mark()
+    yield framework_stack
+    framework_stack.check_healthy(mark)
+
+
+class TestFrameworksBehindNginx:
+    """``fcgibridge APP`` serves Django (WSGI and ASGI) and Starlette behind nginx."""
+
+    def test_text_page(self, framework: Stack, framework_app: str) -> None:
+        reply = framework.nginx.get("/hello" if "starlette" in framework_app else "/")
+        assert reply.status == 200
+        expected = b"Hello from Starlette" if "starlette" in framework_app else b"Hello from Django\n"
+        assert reply.body == expected
+
+    def test_body_of_2mib_arrives_whole(self, framework: Stack, framework_app: str) -> None:
+        data = payload(2 * MiB, seed=7)  # under Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+        reply = framework.nginx.request("POST", "/echo", body=data,
+                                        headers={"Content-Type": "application/octet-stream"})
+        assert reply.status == 200, reply.body[:500]
+        answer = json_body(reply)
+        assert answer["length"] == len(data)
+        assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_routes_under_a_mount_prefix(self, framework: Stack, framework_app: str) -> None:
+        if "starlette" in framework_app:
+            answer = json_body(framework.nginx.get("/app/items/42?q=x"))
+            assert answer == {"id": 42, "q": "x", "root_path": "/app",
+                              "url": answer["url"]} and answer["url"].endswith("/app/items/42?q=x")
+        else:
+            answer = json_body(framework.nginx.get("/app/info/42?q=x"))
+            assert (answer["number"], answer["script_name"], answer["path"]) == (42, "/app", "/app/info/42")
+            assert answer["query"] == {"q": "x"}
+
+    def test_not_found_and_keepalive(self, framework: Stack, framework_app: str) -> None:
+        good = "/hello" if "starlette" in framework_app else "/"
+
+        def expect(path: str, reply: Reply) -> None:
+            assert reply.status == (200 if path == good else 404), (path, reply.status)
+
+        keepalive_run(framework.nginx, [good, "/no/such/page"] * 10, expect)
