@@ -43,7 +43,11 @@ PACKAGES = ("fcgibridge", "flup", "fcgisgi", "uvloop", "asgiref")
 #: WSGI rows are compared with this backend, ASGI rows with the other.
 REFERENCE = {"WSGI": "flup", "ASGI": "fcgisgi-asgi"}
 #: (backend, reference, minimum ratio) the project aims for, same worker count.
-TARGETS = (("fcgibridge-wsgi", "flup", 2.0), ("fcgibridge-asgi", "fcgisgi-asgi", 1.0))
+TARGETS = (
+    ("fcgibridge-wsgi", "flup", 2.0),
+    ("fcgibridge-wsgi-sync", "flup", 2.0),
+    ("fcgibridge-asgi", "fcgisgi-asgi", 1.0),
+)
 
 
 # --------------------------------------------------------------------------- backends
@@ -68,9 +72,10 @@ def fcgibridge_base(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "fcgibridge"]
 
 
-def fcgibridge_argv(interface: str, app: str) -> Callable[[argparse.Namespace, Path], list[str]]:
+def fcgibridge_argv(interface: str, app: str, *extra: str) -> Callable[[argparse.Namespace, Path], list[str]]:
     def build(args: argparse.Namespace, sock: Path) -> list[str]:
         argv = [*fcgibridge_base(args), app, "-b", f"unix:{sock}", "-w", str(args.workers), "--interface", interface]
+        argv += extra
         if args.fcgibridge_threads is not None:
             argv += ["--threads", str(args.fcgibridge_threads)]
         return argv + list(args.fcgibridge_arg)
@@ -91,6 +96,8 @@ def baseline_argv(server: str) -> Callable[[argparse.Namespace, Path], list[str]
 
 BACKENDS = (
     Backend("fcgibridge-wsgi", "WSGI", "fcgibridge --interface wsgi", fcgibridge_argv("wsgi", "apps:wsgi_app"), True),
+    Backend("fcgibridge-wsgi-sync", "WSGI", "fcgibridge --interface wsgi --sync",
+            fcgibridge_argv("wsgi", "apps:wsgi_app", "--sync"), True),
     Backend("flup", "WSGI", "flup.server.fcgi.WSGIServer (threaded)", baseline_argv("flup")),
     Backend("fcgisgi-wsgi", "WSGI", "fcgisgi.run_wsgi_server", baseline_argv("fcgisgi-wsgi")),
     Backend("fcgibridge-asgi", "ASGI", "fcgibridge --interface asgi3", fcgibridge_argv("asgi3", "apps:asgi_app"), True),
