@@ -57,6 +57,32 @@ _APP_TYPES = frozenset({RecordType.BEGIN_REQUEST, RecordType.ABORT_REQUEST, Reco
                         RecordType.STDIN, RecordType.DATA})
 
 
+class _Side:
+    """What both roles share: bytes in, events out, and errors that are final."""
+
+    def __init__(self) -> None:
+        self._reader = records.RecordReader()
+        self._error: RemoteProtocolError | None = None
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; return the events they complete.
+
+        Raises :class:`RemoteProtocolError` when the peer broke the protocol (bad version,
+        impossible lengths); the connection should then be closed, and every later call
+        raises the same error again.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(f"connection already failed: {self._error}")
+        try:
+            return self._receive(data)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _receive(self, data: bytes) -> list[Event]:
+        raise NotImplementedError
+
+
 @dataclass(slots=True)
 class _AppRequest:
     role: int
@@ -70,7 +96,7 @@ class _AppRequest:
     body_pending: bool = True
 
 
-class ApplicationConnection:
+class ApplicationConnection(_Side):
     """The application role: what a FastCGI server speaks to its web server.
 
     Answers management records (GET_VALUES, unknown types) and impossible requests
@@ -92,11 +118,10 @@ class ApplicationConnection:
         self.mpxs_conns = mpxs_conns
         self.roles = frozenset(roles)
         self.max_params_size = max_params_size
-        self._reader = records.RecordReader()
+        super().__init__()
         self._requests: dict[int, _AppRequest] = {}
         self._replies: list[bytes] = []
         self._closing = False
-        self._error: RemoteProtocolError | None = None
 
     # ----------------------------------------------------------------- state queries
 
@@ -120,20 +145,6 @@ class ApplicationConnection:
         return request.state if request else None
 
     # ---------------------------------------------------------------------- input
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the web server; return the events they complete.
-
-        Raises :class:`RemoteProtocolError` when the bytes are not FastCGI (bad version,
-        impossible lengths); the connection should then be closed.
-        """
-        if self._error is not None:
-            raise RemoteProtocolError(f"connection already failed: {self._error}")
-        try:
-            return self._receive(data)
-        except RemoteProtocolError as exc:
-            self._error = exc
-            raise
 
     def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
@@ -339,15 +350,14 @@ class _ClientRequest:
     stdin_open: bool = True
 
 
-class ClientConnection:
+class ClientConnection(_Side):
     """The client role: what a web server speaks to a FastCGI application."""
 
     def __init__(self) -> None:
-        self._reader = records.RecordReader()
+        super().__init__()
         self._requests: dict[int, _ClientRequest] = {}
         self._freed_ids: list[int] = []  # a heap of ended ids below _highest_id
         self._highest_id = 0
-        self._error: RemoteProtocolError | None = None
 
     @property
     def active_requests(self) -> int:
@@ -411,20 +421,6 @@ class ClientConnection:
         """Bytes of a GET_VALUES query; the answer arrives as a :class:`ValuesResult`."""
         content = records.encode_pairs([(name, b"") for name in names])
         return records.pack_record(RecordType.GET_VALUES, NULL_REQUEST_ID, content)
-
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the application; return the events they complete.
-
-        Raises :class:`RemoteProtocolError` when the application broke the protocol; the
-        connection should then be closed (every later call raises it again).
-        """
-        if self._error is not None:
-            raise RemoteProtocolError(f"connection already failed: {self._error}")
-        try:
-            return self._receive(data)
-        except RemoteProtocolError as exc:
-            self._error = exc
-            raise
 
     def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
