@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,9 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, fcgibridge_command, free_port, process_log, run_fcgibridge, stop_process, wait_for_port
+from support import (
+    ROOT,
+    RawConnection,
+    fcgibridge_command,
+    free_port,
+    process_log,
+    run_fcgibridge,
+    serve,
+    stop_process,
+    wait_for_port,
+)
 
-from fcgibridge.client import FastCGIClient, Response
+from fcgibridge.client import ConnectionClosed, FastCGIClient, Response
 
 SLOW_APP = "tests.apps.slow_app:app"
 
@@ -115,3 +126,37 @@ def test_serves_on_fd0_when_started_like_spawn_fcgi(tmp_path: Path) -> None:
     finally:
         stop_process(proc)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("allowed", "served"), [("127.0.0.2", False), ("10.9.8.7, 127.0.0.1", True)])
+def test_fcgi_web_server_addrs_restricts_tcp_peers(allowed: str, served: bool) -> None:
+    """Spec 3.2: with FCGI_WEB_SERVER_ADDRS set, connections from other addresses are closed."""
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(SLOW_APP, "-b", address, address=address, env={"FCGI_WEB_SERVER_ADDRS": allowed}) as proc:
+        client = FastCGIClient(address, timeout=5)
+        if served:
+            assert client.request("GET", "/pid").status == 200
+        else:
+            with pytest.raises(ConnectionClosed):
+                client.request("GET", "/pid")
+            assert "not in FCGI_WEB_SERVER_ADDRS" in process_log(proc)
+
+
+def test_connections_past_max_connections_are_refused() -> None:
+    with serve(lambda environ, start_response: [(start_response("200 OK", []) and b"") or b"ok"],
+               max_connections=2) as server:
+        first, second = RawConnection(server.address), RawConnection(server.address)
+        with first, second:
+            first.wait_end(first.begin("GET", "/", body=b""))
+            second.wait_end(second.begin("GET", "/", body=b""))
+            with RawConnection(server.address) as third:
+                with contextlib.suppress(OSError):
+                    third.begin("GET", "/", body=b"")
+                try:
+                    third.wait_closed(timeout=5)
+                except ConnectionResetError:
+                    third.closed = True  # refused with a reset: just as closed
+                assert third.closed and not third.ended
+            # the two open ones still work, and a new one is taken once one closed
+            assert first.wait_end(first.begin("GET", "/", body=b"")).protocol_status == 0
+        assert FastCGIClient(server.address).request("GET", "/").body == b"ok"
