@@ -115,12 +115,19 @@ def request_parser() -> argparse.ArgumentParser:
     parser.add_argument("-X", "--method", help="HTTP method (default: GET, or POST with --data).")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="Request header; repeatable.")
-    parser.add_argument("-d", "--data", metavar="DATA", help="Request body; @FILE reads it from FILE.")
+    parser.add_argument("-d", "--data", "--data-binary", dest="data", metavar="DATA",
+                        help="Request body (POST unless -X says otherwise); @FILE streams it from FILE.")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="Extra FastCGI parameter (CGI variable); repeatable.")
     parser.add_argument("--script-filename", metavar="PATH",
                         help="SCRIPT_FILENAME, the script PHP-FPM should run.")
+    parser.add_argument("--root", metavar="DIR",
+                        help="Document root: SCRIPT_FILENAME is DIR + the path (DOCUMENT_ROOT is set too).")
     parser.add_argument("-i", "--include", action="store_true", help="Print the status line and headers too.")
+    parser.add_argument("--stderr", action="store_true",
+                        help="Print what the application wrote to FCGI_STDERR on stderr.")
+    parser.add_argument("--values", action="store_true",
+                        help="Ask FCGI_GET_VALUES (FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS) instead.")
     parser.add_argument("--timeout", type=_timeout, default=10.0, metavar="SECONDS",
                         help="Seconds to wait for the connection and for each read (default: 10).")
     return parser

@@ -1,0 +1,52 @@
+"""FastCGI clients: talk to PHP-FPM, another fcgibridge, or any FastCGI application.
+
+:class:`FastCGIClient` blocks, :class:`AsyncFastCGIClient` is for asyncio; both have the
+same surface and drive the same protocol state (:mod:`fcgibridge.client._base`), only
+their I/O differs. ``fcgibridge request`` is :func:`main_request`.
+
+    >>> client = FastCGIClient("unix:/run/php/php8.2-fpm.sock", root="/var/www/html")
+    >>> response = client.request("GET", "/index.php?page=1")
+    >>> response.status, response.headers.get("content-type"), response.body
+"""
+
+from ._async import AsyncFastCGIClient, AsyncStreamingResponse
+from ._base import (
+    CantMultiplex,
+    ConnectError,
+    ConnectionClosed,
+    FastCGIError,
+    Headers,
+    Overloaded,
+    ProtocolFailure,
+    RequestRefused,
+    RequestTimeout,
+    Response,
+    Timeout,
+    UnknownRole,
+    build_params,
+    parse_address,
+)
+from ._cli import main_request
+from ._sync import FastCGIClient, StreamingResponse
+
+__all__ = [
+    "AsyncFastCGIClient",
+    "AsyncStreamingResponse",
+    "CantMultiplex",
+    "ConnectError",
+    "ConnectionClosed",
+    "FastCGIClient",
+    "FastCGIError",
+    "Headers",
+    "Overloaded",
+    "ProtocolFailure",
+    "RequestRefused",
+    "RequestTimeout",
+    "Response",
+    "StreamingResponse",
+    "Timeout",
+    "UnknownRole",
+    "build_params",
+    "main_request",
+    "parse_address",
+]

@@ -1,0 +1,551 @@
+"""What the blocking and the asyncio client share: everything but the I/O.
+
+A :class:`Channel` is the protocol state of one connection (the sans-IO
+:class:`~fcgibridge.protocol.ClientConnection` plus one :class:`Exchange` per request
+in flight); an :class:`Exchange` turns the events of one request into a CGI head (with
+the package's one parser, :class:`fcgibridge.cgi.HeadParser`), body chunks, stderr and
+the END_REQUEST statuses. The sync and async clients only move bytes between a socket
+and a channel.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from ..cgi import CGIHead, CGIResponseError, HeadParser
+from ..protocol import (
+    ClientConnection,
+    LocalProtocolError,
+    ProtocolStatus,
+    RemoteProtocolError,
+    RequestEnded,
+    Role,
+    Stderr,
+    Stdout,
+    ValuesResult,
+)
+
+#: Size of the STDIN pieces a body is sent in, and of one socket read.
+CHUNK_SIZE = 64 * 1024
+
+#: A body of bytes up to this size goes out in the same write as the params.
+SMALL_BODY = 1024 * 1024
+
+#: A response body buffered beyond this stops the reading until the caller catches up.
+HIGH_WATER = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class FastCGIError(Exception):
+    """Base class of client errors; the message names the address, ``address`` holds it."""
+
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(f"{address}: {message}")
+        self.address = address
+
+
+class ConnectError(FastCGIError):
+    """Could not connect to the FastCGI server."""
+
+
+class RequestTimeout(FastCGIError):
+    """Connecting, one read, or the whole request took longer than its timeout."""
+
+
+class ConnectionClosed(FastCGIError):
+    """The server closed the connection before END_REQUEST."""
+
+
+class ProtocolFailure(FastCGIError):
+    """The server's bytes were not valid FastCGI, or its response not valid CGI."""
+
+
+class RequestRefused(FastCGIError):
+    """The server ended the request with a protocol status other than REQUEST_COMPLETE."""
+
+    protocol_status: ProtocolStatus = ProtocolStatus.REQUEST_COMPLETE
+
+
+class Overloaded(RequestRefused):
+    """FCGI_OVERLOADED: the server is out of a resource (too many requests)."""
+
+    protocol_status = ProtocolStatus.OVERLOADED
+
+
+class CantMultiplex(RequestRefused):
+    """FCGI_CANT_MPX_CONN: the server takes one request at a time per connection."""
+
+    protocol_status = ProtocolStatus.CANT_MPX_CONN
+
+
+class UnknownRole(RequestRefused):
+    """FCGI_UNKNOWN_ROLE: the server does not play the role asked for."""
+
+    protocol_status = ProtocolStatus.UNKNOWN_ROLE
+
+
+_REFUSALS: dict[int, type[RequestRefused]] = {
+    int(ProtocolStatus.OVERLOADED): Overloaded,
+    int(ProtocolStatus.CANT_MPX_CONN): CantMultiplex,
+    int(ProtocolStatus.UNKNOWN_ROLE): UnknownRole,
+}
+
+
+# ------------------------------------------------------------------------ addresses
+
+
+def parse_address(text: str) -> tuple[int, Any]:
+    """``(family, sockaddr)`` for ``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH``."""
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ValueError(f"bad FastCGI address {text!r}: unix: needs a path")
+        return socket.AF_UNIX, text[5:]
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad FastCGI address {text!r}: use HOST:PORT, [IPv6]:PORT or unix:PATH")
+    if host.startswith("[") and host.endswith("]"):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    if ":" in host:
+        raise ValueError(f"bad FastCGI address {text!r}: write an IPv6 host in brackets, [::1]:PORT")
+    return socket.AF_INET, (host or "127.0.0.1", int(port))
+
+
+# ------------------------------------------------------------------------- timeouts
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Seconds allowed to connect, for each read, and for the whole request (None: no limit)."""
+
+    connect: float | None = 10.0
+    read: float | None = 60.0
+    total: float | None = None
+
+    @classmethod
+    def of(cls, value: float | Timeout | None) -> Timeout:
+        """A :class:`Timeout` as given, or one number for both connect and each read."""
+        if isinstance(value, Timeout):
+            return value
+        return cls(value, value, None)
+
+
+class Deadline:
+    """The time left of a :class:`Timeout` for the next wait."""
+
+    def __init__(self, address: str, timeout: Timeout) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.end = None if timeout.total is None else time.monotonic() + timeout.total
+
+    def next_wait(self, step: float | None, what: str = "read") -> float | None:
+        """Seconds the next wait may take; raises :class:`RequestTimeout` once the total is spent."""
+        if self.end is None:
+            return step
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        return left if step is None else min(step, left)
+
+    def expired(self) -> RequestTimeout:
+        return RequestTimeout(self.address, f"the request did not finish within {self.timeout.total} s")
+
+    def error(self, what: str) -> RequestTimeout:
+        """The timeout error after a wait of ``what`` ("read", "connect", "send") ran out."""
+        if self.end is not None and time.monotonic() >= self.end:
+            return self.expired()
+        limit = self.timeout.connect if what == "connect" else self.timeout.read
+        return RequestTimeout(self.address, f"timed out after {limit} s waiting to {what}")
+
+
+# -------------------------------------------------------------------------- headers
+
+
+class Headers(list[tuple[str, str]]):
+    """Response headers: ordered ``(name, value)`` pairs, repeated names kept, looked up
+    case-insensitively with :meth:`get` and :meth:`get_all`."""
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name`` (any case), or ``default``."""
+        lowered = name.lower()
+        return next((value for key, value in self if key.lower() == lowered), default)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` (any case), in order."""
+        lowered = name.lower()
+        return [value for key, value in self if key.lower() == lowered]
+
+    def has(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(key.lower() == lowered for key, _ in self)
+
+
+@dataclass
+class Response:
+    """A whole FastCGI response."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes
+    stderr: bytes = b""
+    #: The application's exit status from END_REQUEST (``appStatus``).
+    app_status: int = 0
+    #: ``protocolStatus`` from END_REQUEST (0, REQUEST_COMPLETE, for any response).
+    protocol_status: int = 0
+    #: How many requests the connection had carried before this one (0: a new connection).
+    reuse_count: int = 0
+    raw: bytes = field(default=b"", repr=False)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header ``name`` (case-insensitive)."""
+        return self.headers.get(name, default)
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- params
+
+Body = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | None
+
+
+def build_params(
+    method: str,
+    target: str,
+    *,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+    content_length: int | None = None,
+    script_filename: str | None = None,
+    document_root: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """CGI variables for an HTTP request, the way nginx's ``fastcgi_params`` sends them.
+
+    ``target`` is the path with its query string. With ``document_root`` the script is
+    the path under that root (``SCRIPT_FILENAME`` = root + path); ``script_filename``
+    names it directly. HTTP headers become ``HTTP_*`` variables, except ``Content-Type``
+    and ``Content-Length``, which have CGI names. ``extra`` is applied last and wins.
+    """
+    target = target if target.startswith("/") else "/" + target
+    parts = urlsplit(target)
+    path = parts.path or "/"
+    params = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "fcgibridge",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_METHOD": method.upper(),
+        "REQUEST_URI": target,
+        "DOCUMENT_URI": path,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": parts.query,
+        "SERVER_NAME": "localhost",
+        "SERVER_ADDR": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "0",
+        "HTTP_HOST": "localhost",
+    }
+    if document_root is not None:
+        root = document_root.rstrip("/")
+        params["DOCUMENT_ROOT"] = root or "/"
+        if script_filename is None:
+            script_filename = root + path
+    if script_filename is not None:
+        params["SCRIPT_FILENAME"] = script_filename
+        params["SCRIPT_NAME"], params["PATH_INFO"] = path, ""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            params[key] = value
+        elif "HTTP_" + key in params and key != "HOST":  # repeated header: joined, as nginx does
+            params["HTTP_" + key] += ", " + value
+        else:
+            params["HTTP_" + key] = value
+    if content_length is not None:
+        params["CONTENT_LENGTH"] = str(content_length)
+    if "HTTP_HOST" in params and "SERVER_NAME" not in (extra or {}):
+        params["SERVER_NAME"] = params["HTTP_HOST"].rsplit(":", 1)[0] or "localhost"
+    if extra:
+        params.update(extra)
+    return params
+
+
+def body_length(body: Body) -> int | None:
+    """The byte length of a body when it is known in advance (bytes, a regular file)."""
+    if body is None:
+        return None
+    if isinstance(body, bytes | bytearray | memoryview):
+        return len(body)
+    fileno = getattr(body, "fileno", None)
+    if fileno is not None:
+        try:
+            info = os.fstat(fileno())
+            tell = getattr(body, "tell", None)
+            return info.st_size - (tell() if tell else 0) if info.st_size or tell else None
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def iter_body(body: Body) -> Iterator[bytes]:
+    """The pieces of a body given as bytes, a binary file, or an iterable of bytes."""
+    if body is None:
+        return
+    if isinstance(body, bytes | bytearray | memoryview):
+        view = memoryview(body)
+        for start in range(0, len(view), CHUNK_SIZE):
+            yield bytes(view[start : start + CHUNK_SIZE])
+        return
+    read = getattr(body, "read", None)
+    if read is not None:
+        while chunk := read(CHUNK_SIZE):
+            yield chunk
+        return
+    for chunk in body:
+        if chunk:
+            yield bytes(chunk)
+
+
+@dataclass
+class RequestSpec:
+    """One request, ready to send: its params, role and body."""
+
+    params: dict[str, str]
+    role: Role
+    body: Any
+
+
+def make_spec(
+    method: str,
+    path: str,
+    *,
+    params: Mapping[str, str] | None,
+    headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    body: Any,
+    script_filename: str | None,
+    root: str | None,
+    role: Role,
+    defaults: Mapping[str, str],
+) -> RequestSpec:
+    length = body_length(body) if not (isinstance(body, bytes) and not body) else None
+    extra = {**defaults, **(params or {})}
+    all_params = build_params(method, path, headers=headers, content_length=length,
+                              script_filename=script_filename, document_root=root, extra=extra)
+    return RequestSpec(all_params, role, body)
+
+
+# ------------------------------------------------------------------------ exchanges
+
+
+class Exchange:
+    """One request's answer as it arrives: head, body chunks, stderr, END_REQUEST."""
+
+    def __init__(self, address: str, request_id: int, reuse_count: int) -> None:
+        self.address = address
+        self.request_id = request_id
+        self.reuse_count = reuse_count
+        self.head_parser = HeadParser()
+        self.head: CGIHead | None = None
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.stderr: list[bytes] = []
+        self.raw: list[bytes] | None = None
+        self.ended: RequestEnded | None = None
+        self.error: FastCGIError | None = None
+        #: The body was sent whole (the closing empty STDIN went out).
+        self.body_sent = False
+        #: The caller stopped listening; further output is dropped.
+        self.abandoned = False
+
+    @property
+    def done(self) -> bool:
+        return self.ended is not None or self.error is not None
+
+    def on_stdout(self, data: bytes) -> None:
+        if self.abandoned:
+            return
+        if self.raw is not None:
+            self.raw.append(data)
+        if self.head is None:
+            try:
+                data = self.head_parser.feed(data)
+            except CGIResponseError as exc:
+                self.fail(ProtocolFailure(self.address, f"invalid CGI response: {exc}"))
+                return
+            self.head = self.head_parser.head
+        if data:
+            self.body.append(data)
+            if self.raw is None:  # a whole response is wanted anyway: no backpressure
+                self.buffered += len(data)
+
+    def on_end(self, event: RequestEnded) -> None:
+        self.ended = event
+        refusal = _REFUSALS.get(event.protocol_status)
+        if refusal is not None:
+            name = ProtocolStatus(event.protocol_status).name
+            self.error = refusal(self.address, f"the server refused the request: FCGI_{name}")
+        elif self.head is None and self.error is None and not self.abandoned:
+            # Headers without the blank line (or no output at all) still make a head.
+            try:
+                self.head_parser.feed(b"\r\n\r\n")
+            except CGIResponseError as exc:
+                self.fail(ProtocolFailure(self.address, f"invalid CGI response: {exc}"))
+            self.head = self.head_parser.head
+
+    def fail(self, error: FastCGIError) -> None:
+        if self.error is None:
+            self.error = error
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def pop_body(self) -> bytes:
+        """Every body byte that has arrived and not been taken yet."""
+        if not self.body:
+            return b""
+        data = self.body.popleft() if len(self.body) == 1 else b"".join(self.body)
+        self.body.clear()
+        self.buffered = 0
+        return data
+
+    def finish(self) -> Response:
+        """The whole response once END_REQUEST arrived."""
+        self.raise_error()
+        assert self.head is not None and self.ended is not None
+        return Response(self.head.status, self.head.reason, Headers(self.head.headers), self.pop_body(),
+                        b"".join(self.stderr), self.ended.app_status, self.ended.protocol_status,
+                        self.reuse_count, raw=b"".join(self.raw or ()))
+
+
+class Channel:
+    """The protocol state of one client connection: the core and its exchanges."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.core = ClientConnection()
+        self.exchanges: dict[int, Exchange] = {}
+        #: Requests started on this connection so far.
+        self.uses = 0
+        self.values: dict[str, str] | None = None
+        self.closed = False
+        #: The connection is in a state where another request may follow on it.
+        self.reusable = True
+
+    @property
+    def reuse_count(self) -> int:
+        """How many times the connection was reused (requests after the first)."""
+        return max(self.uses - 1, 0)
+
+    @property
+    def idle(self) -> bool:
+        return not self.exchanges and self.core.active_requests == 0
+
+    def begin(self, spec: RequestSpec, *, keep_conn: bool, keep_raw: bool = False) -> tuple[Exchange, bytes, bool]:
+        """Start a request: its exchange, the bytes to send first, and whether those
+        bytes hold the whole body already (a small body of bytes goes out in one write)."""
+        request_id, data = self.core.begin_request(spec.params, role=spec.role, keep_conn=keep_conn)
+        exchange = Exchange(self.address, request_id, self.uses)
+        if keep_raw:
+            exchange.raw = []
+        self.uses += 1
+        if not keep_conn:
+            self.reusable = False
+        self.exchanges[request_id] = exchange
+        body = spec.body
+        if body is None or (isinstance(body, bytes | bytearray | memoryview) and len(body) <= SMALL_BODY):
+            exchange.body_sent = True
+            return exchange, data + self.core.end_stdin(request_id, bytes(body) if body else b""), True
+        return exchange, data, False
+
+    def stdin(self, exchange: Exchange, chunk: bytes) -> bytes | None:
+        """Bytes of a body piece, or None once the server answered already (stop sending)."""
+        if exchange.done or not self.core.is_active(exchange.request_id):
+            self.reusable = False  # the body is cut short: the server may wait for the rest
+            return None
+        return self.core.send_stdin(exchange.request_id, chunk)
+
+    def end_stdin(self, exchange: Exchange) -> bytes | None:
+        if exchange.done or not self.core.is_active(exchange.request_id):
+            self.reusable = False
+            return None
+        exchange.body_sent = True
+        return self.core.end_stdin(exchange.request_id)
+
+    def abort(self, exchange: Exchange) -> bytes:
+        """Bytes of ABORT_REQUEST for a request the caller walked away from."""
+        exchange.abandoned = True
+        exchange.body.clear()
+        exchange.buffered = 0
+        if not self.core.is_active(exchange.request_id):
+            return b""
+        try:
+            return self.core.abort_request(exchange.request_id)
+        except LocalProtocolError:
+            return b""
+
+    def forget(self, exchange: Exchange) -> None:
+        """The caller is done with the exchange; output still arriving for it is dropped."""
+        if self.exchanges.get(exchange.request_id) is exchange:
+            if exchange.ended is None:
+                exchange.abandoned = True
+            else:
+                del self.exchanges[exchange.request_id]
+
+    def feed(self, data: bytes) -> list[Exchange]:
+        """Take bytes from the server; returns the exchanges they touched."""
+        try:
+            events = self.core.receive_data(data)
+        except RemoteProtocolError as exc:
+            self.fail_all(ProtocolFailure(self.address, f"broke the FastCGI protocol: {exc}"))
+            return list(self.exchanges.values())
+        touched: list[Exchange] = []
+        for event in events:
+            if isinstance(event, Stdout | Stderr | RequestEnded):
+                exchange = self.exchanges.get(event.request_id)
+                if exchange is None:
+                    continue
+                if isinstance(event, Stdout):
+                    exchange.on_stdout(event.data)
+                elif isinstance(event, Stderr):
+                    exchange.stderr.append(event.data)
+                else:
+                    exchange.on_end(event)
+                    if not exchange.body_sent:
+                        self.reusable = False  # an early answer: the body was not finished
+                    if exchange.abandoned:
+                        del self.exchanges[event.request_id]
+                if exchange not in touched:
+                    touched.append(exchange)
+            elif isinstance(event, ValuesResult):
+                self.values = event.values
+        return touched
+
+    def eof(self) -> None:
+        """The server closed the connection."""
+        self.closed = True
+        self.reusable = False
+        self.fail_all(ConnectionClosed(self.address, "the server closed the connection before END_REQUEST"))
+
+    def fail_all(self, error: FastCGIError) -> None:
+        self.reusable = False
+        for exchange in self.exchanges.values():
+            if exchange.ended is None:
+                exchange.fail(error)
+
+
+def connect_error(address: str, exc: OSError) -> ConnectError:
+    return ConnectError(address, f"cannot connect: {exc.strerror or exc}")
