@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,10 +59,32 @@ def _exit_status(exc: SystemExit) -> int:
 
 def _serve(argv: list[str]) -> int:
     config = load_config(argv, os.environ, Path.cwd())
+    if config.error_log:
+        redirect_stderr(config.error_log)
     configure_logging(config.log_level)
     # Imported only now: neither --help nor a config mistake should pay for the server's imports.
+    cgi_mode = importlib.import_module("fcgibridge.cgi_mode")
+    if config.cgi or cgi_mode.is_cgi_invocation(os.environ):
+        run_cgi: Callable[[Config], int] = cgi_mode.run
+        return run_cgi(config)
+    # Until a worker handles HUP (restart hook, or logged and ignored), it must not kill the
+    # server while the app loads. A Python-level handler, unlike SIG_IGN, is not inherited
+    # by programs the app runs.
+    signal.signal(signal.SIGHUP, lambda *_: None)
     run: Callable[[Config], int] = importlib.import_module("fcgibridge.server").run
     return run(config)
+
+
+def redirect_stderr(path: str) -> None:
+    """``--error-log``/``ERRLOG``: file descriptor 2 appends to *path*, so the log,
+    tracebacks and whatever scripts print all land there."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot open the error log {path}: {exc.strerror}") from None
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 _HANDLER_NAME = "fcgibridge.cli"

@@ -62,7 +62,10 @@ def option(default: Any, help: str, *flags: str, **kwargs: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-INTERFACES = ("auto", "wsgi", "asgi3", "asgi2")
+INTERFACES = ("auto", "wsgi", "asgi3", "asgi2", "accept", "lua")
+
+#: ``--lua-version`` choices: auto is the newest runtime lupa ships.
+LUA_VERSIONS = ("auto", "5.1", "5.2", "5.3", "5.4", "5.5", "luajit2.0", "luajit2.1")
 
 
 def parse_socket_mode(text: str) -> int:
@@ -82,6 +85,12 @@ class Config:
         "The application: module:attr, module:factory(args), or path/to/file.py:attr.",
         positional=True,
         metavar="APP",
+    )
+    args: list[str] = option(  # noqa: RUF009
+        [],
+        "Arguments for an accept-style script: Lua's arg table, sys.argv[1:] of a Python script.",
+        positional=True,
+        metavar="ARG",
     )
     bind: list[str] = option(  # noqa: RUF009 (option() gives a list default a default_factory)
         [],
@@ -120,6 +129,13 @@ class Config:
                        choices=("auto", "asyncio", "uvloop"))
     log_level: str = option("info", "Logging level.", "--log-level",
                             choices=("critical", "error", "warning", "info", "debug"))
+    error_log: str = option("", "Append the log (and what scripts print) to this file instead of stderr.",
+                            "--error-log", metavar="FILE", env_alias="ERRLOG")
+    cgi: bool = option(False, "CGI mode: serve the one request in the environment and stdin, write the CGI "
+                       "response to stdout, and exit. Automatic when GATEWAY_INTERFACE is set and stdin is not "
+                       "a socket.", "--cgi")
+    lua_version: str = option("auto", "Lua runtime for .lua scripts, among those lupa ships (auto: lupa's "
+                              "default).", "--lua-version", choices=LUA_VERSIONS)
     config: str = option("", "TOML config file (default: fcgibridge.toml, or [tool.fcgibridge] in "
                          "pyproject.toml, in the current directory).", "-c", "--config", metavar="FILE")
 
@@ -319,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                 kwargs["action"] = "append"
         if opt.positional:
             del kwargs["dest"]
+            kwargs.pop("action", None)  # nargs="*" collects the list itself
             kwargs["nargs"] = "*" if fld.is_list else "?"
             parser.add_argument(fld.name, **kwargs)
         else:
@@ -450,6 +467,9 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> C
     values.update(from_argv)
     if found is not None:
         values["config"] = str(found[0])
+    if values.get("args") and not str(values.get("app", "")).endswith((".lua", ".py")):
+        raise UserError(f"unrecognized argument {values['args'][0]!r} (see fcgibridge --help); only a script "
+                        "(path/to/app.lua or app.py) takes arguments")
     if not values.get("app"):
         raise UserError("no application given; run fcgibridge MODULE:APP, for example fcgibridge myproject.wsgi:app")
     return Config(**values)

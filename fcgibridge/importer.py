@@ -7,7 +7,9 @@ The APP argument takes these forms::
     module:factory()            call it; arguments must be Python literals:
     module:factory('x', debug=True)
     path/to/file.py:attr        import the file (packages above it are honoured)
-    module                      module:app, else module:application
+    module                      module:app, else module:application, else the module
+                                itself when it is an accept-style script (has accept())
+    path/to/script.lua          a Lua accept-style script (see fcgibridge.lua)
 
 The part after the colon is parsed with :mod:`ast` and never evaluated: only names,
 attribute lookups and one call with literal arguments are accepted. Every failure is a
@@ -37,7 +39,7 @@ from .errors import UserError
 
 __all__ = ["Interface", "detect_interface", "load_app"]
 
-Interface = Literal["wsgi", "asgi3", "asgi2"]
+Interface = Literal["wsgi", "asgi3", "asgi2", "accept"]
 
 #: Attributes tried, in order, when APP names only a module.
 DEFAULT_ATTRIBUTES = ("app", "application")
@@ -84,9 +86,11 @@ def load_app(spec: str, *, cwd: str | os.PathLike[str]) -> object:
         for target in targets:
             if hasattr(module, target.path[0]):
                 return _resolve(module, target, spec)
+        if callable(getattr(module, "accept", None)):
+            return module  # an accept-style script
         raise UserError(
-            f"module {module_name!r} has no attribute {DEFAULT_ATTRIBUTES[0]!r} or {DEFAULT_ATTRIBUTES[1]!r}; "
-            f"name the application: {module_part}:NAME"
+            f"module {module_name!r} has no attribute {DEFAULT_ATTRIBUTES[0]!r} or {DEFAULT_ATTRIBUTES[1]!r} "
+            f"and no accept function; name the application: {module_part}:NAME"
         )
     return _resolve(module, targets[0], spec)
 
@@ -157,7 +161,7 @@ def _file_module(text: str, cwd: Path) -> str:
     """The module name under which the file *text* imports; puts its root on sys.path."""
     path = cwd / text
     if path.suffix == ".lua":
-        raise UserError(f"{text} is a Lua script; this fcgibridge cannot load Lua scripts")
+        raise UserError(f"{text} is a Lua script: run it with fcgibridge {text} (no :NAME)")
     if path.suffix != ".py":
         raise UserError(f"{text} is not a .py file; write path/to/file.py:APP or module:APP")
     if not path.is_file():
@@ -273,11 +277,14 @@ def detect_interface(app: object, *, name: str | None = None) -> Interface:
       ``(receive, send)``, or any callable taking just ``scope``.
     - WSGI: a callable taking ``(environ, start_response)``, including the class form of
       PEP 3333.
+    - accept-style: a module (or other non-callable object) with a callable ``accept``.
 
     *name* (the APP argument) is used in error messages. Anything that fits none of these,
     or more than one, raises :class:`UserError` asking for ``--interface``.
     """
     label = name or "the object"
+    if not callable(app) and callable(getattr(app, "accept", None)):
+        return "accept"
     if not callable(app):
         raise UserError(f"{label} is not a WSGI or ASGI application: it is {_describe(app)}, which is not callable")
     try:

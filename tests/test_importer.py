@@ -216,7 +216,8 @@ def test_no_attribute_deeper_in_the_chain() -> None:
 
 def test_module_without_default_names() -> None:
     assert error("fbapp_asgi2") == (
-        "module 'fbapp_asgi2' has no attribute 'app' or 'application'; name the application: fbapp_asgi2:NAME"
+        "module 'fbapp_asgi2' has no attribute 'app' or 'application' and no accept function; "
+        "name the application: fbapp_asgi2:NAME"
     )
 
 

@@ -24,10 +24,22 @@ log = logging.getLogger("fcgibridge.server")
 
 def load(config: Config) -> tuple[Any, str]:
     """The app object and its interface (detected unless ``--interface`` says)."""
+    from ..accept import AcceptApp
     from ..importer import detect_interface, load_app
 
+    if config.interface == "lua" or (config.interface == "auto" and config.app.endswith(".lua")):
+        from ..lua import load_lua
+
+        return load_lua(config.app, version=config.lua_version, args=config.args, cwd=Path.cwd()), "lua"
+    if config.args:  # a Python script's arguments, as if it had been run with them
+        sys.argv = [config.app.partition(":")[0], *config.args]
     app = load_app(config.app, cwd=Path.cwd())
     interface = config.interface if config.interface != "auto" else detect_interface(app, name=config.app)
+    if interface == "accept" and not isinstance(app, AcceptApp):
+        try:
+            app = AcceptApp(app, name=config.app)
+        except TypeError:
+            raise UserError(f"{config.app} has no accept function, so it cannot be served as accept-style") from None
     return app, interface
 
 
@@ -52,19 +64,20 @@ def run(config: Config) -> int:
         _remove_socket_files(own_socket_files)
 
 
-def _worker_body(config: Config, listeners: list[socket.socket]) -> Callable[[Any], int]:
+def _worker_body(config: Config, listeners: list[socket.socket]) -> Callable[..., int]:
     """What each worker process runs: load the app, then serve until stopped."""
     addrs = web_server_addrs(os.environ)
     allowed = None if addrs is None else (lambda peer: peer_allowed(peer, addrs))
 
-    def work(on_ready: Callable[[], None] | None) -> int:
+    def work(on_ready: Callable[[], None] | None, report: Callable[[bytes], None] | None = None) -> int:
         try:
             app, interface = load(config)
         except UserError as exc:
             print(f"fcgibridge: error: {exc}", file=sys.stderr)
             return 2
         try:
-            return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready)
+            return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready,
+                              report=report)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return BOOT_FAILED

@@ -4,6 +4,21 @@ workers, and owns the signals.
 Signal handlers do nothing but wake the main loop (``signal.set_wakeup_fd``); the loop
 waits on that pipe and on each worker's pidfd, so it never polls. The first worker must
 report ready before the others start, so a broken app fails once, with one message.
+
+Each worker keeps a status pipe to the parent: ``1`` once it serves, then after a stop
+signal ``S`` (stopping) or ``V`` (its app's ``stop()`` vetoed the stop). The stop
+protocol:
+
+- TERM to the parent: forwarded to every worker as TERM, which asks the app (an
+  accept-style ``stop()`` hook may veto). A worker that answers ``S`` has
+  ``--graceful-timeout`` (+5 s) to exit before SIGKILL; one that does not answer at all
+  gets the same from the TERM on. A ``V`` cancels the stop of the server: the parent logs
+  it, goes back to serving, and replaces the workers that did stop. It never kills a
+  worker that vetoed.
+- INT or QUIT to the parent: forwarded as INT, a graceful stop nobody can veto.
+- The same signal again while stopping: INT to every worker, which stops them at once.
+- HUP: forwarded to every worker (an accept-style ``restart()``; otherwise logged and
+  ignored). The parent itself never dies of it.
 """
 
 from __future__ import annotations
@@ -11,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import selectors
 import signal
@@ -22,6 +38,12 @@ log = logging.getLogger("fcgibridge.supervisor")
 
 #: Signals the parent forwards to every worker, asking for a graceful stop.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+#: Signals the parent handles (stop signals and HUP).
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+
+#: Seconds past the graceful timeout before a stopping worker is killed.
+KILL_GRACE = 5.0
 
 #: Workers that die this soon after starting count towards a crash loop.
 QUICK_DEATH = 2.0
@@ -38,14 +60,17 @@ class WorkerProcess:
         self.ready_fd = ready_fd
         self.started = time.monotonic()
         self.ready = False
+        self.stopping = False  # it said it is stopping (S)
+        self.kill_at: float | None = None  # SIGKILL past this time
 
 
 class Supervisor:
     """Keeps ``count`` workers running until told to stop."""
 
-    def __init__(self, count: int, work: Callable[[Callable[[], None]], int], graceful_timeout: float) -> None:
+    def __init__(self, count: int, work: Callable[[Callable[[], None], Callable[[bytes], None]], int],
+                 graceful_timeout: float) -> None:
         self.count = count
-        self.work = work  # runs in the child: serves, calling its argument once ready
+        self.work = work  # runs in the child: serves, calling on_ready once ready and report(b"S"/b"V")
         self.graceful_timeout = graceful_timeout
         self.workers: dict[int, WorkerProcess] = {}
         self.selector = selectors.DefaultSelector()
@@ -65,7 +90,8 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 for signum in STOP_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
-                code = self.work(lambda: _write_ready(ready_w))
+                signal.signal(signal.SIGHUP, lambda *_: None)  # until the worker handles it
+                code = self.work(lambda: _report(ready_w, b"1"), lambda what: _report(ready_w, what))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -75,6 +101,7 @@ class Supervisor:
                 sys.stderr.flush()
                 os._exit(code)
         os.close(ready_w)
+        os.set_blocking(ready_r, False)
         worker = WorkerProcess(pid, os.pidfd_open(pid), ready_r)
         self.workers[pid] = worker
         self.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
@@ -88,7 +115,7 @@ class Supervisor:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
-        previous = {signum: signal.signal(signum, lambda *_: None) for signum in STOP_SIGNALS}
+        previous = {signum: signal.signal(signum, lambda *_: None) for signum in HANDLED_SIGNALS}
         signal.set_wakeup_fd(wake_w)
         self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
         try:
@@ -110,10 +137,11 @@ class Supervisor:
 
     def _step(self) -> None:
         timeout = None
-        if self.stopping_since is not None:
-            timeout = max(0.0, self.stopping_since + self.graceful_timeout + 5 - time.monotonic())
+        deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
+        if deadlines:
+            timeout = max(0.0, min(deadlines) - time.monotonic())
             if timeout == 0:
-                self._kill_all()
+                self._kill_late()
                 timeout = 1.0
         for key, _ in self.selector.select(timeout):
             kind, worker = key.data
@@ -130,16 +158,25 @@ class Supervisor:
         except BlockingIOError:
             return
         for signum in data:
-            if signum in STOP_SIGNALS:
-                self.stop(signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: passing it on to %d workers", len(self.workers))
+                self._signal_all(signal.SIGHUP)
+            elif signum in STOP_SIGNALS:
+                self.stop(signal.Signals(signum).name, ask=signum == signal.SIGTERM)
 
-    def stop(self, why: str) -> None:
+    def stop(self, why: str, *, ask: bool = False) -> None:
+        """Stop every worker gracefully; with *ask*, by TERM, which the app may veto."""
+        now = time.monotonic()
         if self.stopping_since is None:
             log.info("%s: stopping %d workers gracefully", why, len(self.workers))
-            self.stopping_since = time.monotonic()
-            self._signal_all(signal.SIGTERM)
+            self.stopping_since = now
+            for worker in self.workers.values():
+                worker.kill_at = now + self.graceful_timeout + KILL_GRACE
+            self._signal_all(signal.SIGTERM if ask else signal.SIGINT)
         else:
             log.info("%s again: stopping workers now", why)
+            for worker in self.workers.values():
+                worker.kill_at = min(worker.kill_at or math.inf, now + self.graceful_timeout + KILL_GRACE)
             self._signal_all(signal.SIGINT)
 
     def _signal_all(self, signum: int) -> None:
@@ -147,15 +184,46 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    def _kill_all(self) -> None:
-        log.warning("workers did not stop within the graceful timeout; killing them")
-        self._signal_all(signal.SIGKILL)
+    def _kill_late(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.kill_at is not None and worker.kill_at <= now:
+                log.warning("worker %d did not stop within the graceful timeout; killing it", worker.pid)
+                worker.kill_at = None
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
 
     def _ready(self, worker: WorkerProcess) -> None:
-        self.selector.unregister(worker.ready_fd)
+        """The worker's status pipe: 1 (ready), S (stopping), V (vetoed a stop), or EOF."""
         try:
-            worker.ready = os.read(worker.ready_fd, 1) == b"1"
-        finally:
+            data = os.read(worker.ready_fd, 64)
+        except BlockingIOError:
+            return
+        if not data:
+            self._close_status(worker)
+            return
+        for byte in data:
+            if byte == ord("1"):
+                worker.ready = True
+            elif byte == ord("S"):
+                worker.stopping = True
+                worker.kill_at = time.monotonic() + self.graceful_timeout + KILL_GRACE
+            elif byte == ord("V"):
+                self._vetoed(worker)
+
+    def _vetoed(self, worker: WorkerProcess) -> None:
+        worker.kill_at = None
+        if self.stopping_since is not None:
+            log.warning("worker %d vetoed the stop (its stop function returned non-zero); still serving",
+                        worker.pid)
+            self.stopping_since = None
+            for other in self.workers.values():
+                if not other.stopping:
+                    other.kill_at = None
+
+    def _close_status(self, worker: WorkerProcess) -> None:
+        if worker.ready_fd >= 0:
+            self.selector.unregister(worker.ready_fd)
             os.close(worker.ready_fd)
             worker.ready_fd = -1
 
@@ -163,11 +231,18 @@ class Supervisor:
         self.selector.unregister(worker.pidfd)
         os.close(worker.pidfd)
         if worker.ready_fd >= 0:
-            self.selector.unregister(worker.ready_fd)
-            os.close(worker.ready_fd)
+            with contextlib.suppress(BlockingIOError):  # a last word (S or V) not read yet
+                tail = os.read(worker.ready_fd, 64)
+                worker.ready = worker.ready or b"1" in tail
+                worker.stopping = worker.stopping or b"S" in tail
+        self._close_status(worker)
         del self.workers[worker.pid]
         code = _wait_code(worker.pid)
         if self.stopping_since is not None:
+            return
+        if worker.stopping:  # it stopped while the server was told to keep serving (a veto elsewhere)
+            log.info("worker %d stopped (exit code %d); starting a new one", worker.pid, code)
+            self._spawn()
             return
         if not worker.ready:
             log.error("worker %d exited with code %d before it was ready; stopping", worker.pid, code)
@@ -184,9 +259,8 @@ class Supervisor:
         self._spawn()
 
 
-def _write_ready(fd: int) -> None:
-    os.write(fd, b"1")
-    os.close(fd)
+def _report(fd: int, what: bytes) -> None:
+    os.write(fd, what)
 
 
 def _wait_code(pid: int) -> int:

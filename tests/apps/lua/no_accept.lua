@@ -1,0 +1,1 @@
+return { start = function() return 0 end }

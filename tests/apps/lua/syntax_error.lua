@@ -1,0 +1,4 @@
+local function accept()
+  return "Status: 200 OK\r\n\r\n" ..
+end
+return { accept = accept }
