@@ -1,0 +1,170 @@
+"""CGI mode: serve the one request of a CGI invocation, then exit.
+
+When a CGI server runs fcgibridge (``GATEWAY_INTERFACE`` set and stdin not a socket), or
+with ``--cgi``, the request is the process environment plus ``CONTENT_LENGTH`` bytes of
+stdin, and the response goes to stdout. It is also the way to try a script on the
+command line::
+
+    GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET REQUEST_URI=/ fcgibridge app.lua
+
+The request runs through the very same server stack as under FastCGI: a worker (with
+the WSGI, ASGI, accept-style or Lua adapter, and the app's ``start`` hook) serves a
+private unix socket in a thread, and this module is its FastCGI client, so the STDOUT
+stream it receives — already a CGI response — goes to stdout unchanged, as it arrives.
+
+While the app runs, file descriptor 1 points at stderr: nothing the app prints, not even
+from C code, can get into the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import UserError
+from .protocol import ClientConnection, RequestEnded, Role, Stderr, Stdout
+
+__all__ = ["is_cgi_invocation", "run"]
+
+log = logging.getLogger("fcgibridge.cgi")
+
+#: Bytes of the request body sent per STDIN record batch.
+CHUNK = 64 * 1024
+
+#: Seconds to wait for the worker to get ready (the app's import and start hook).
+START_TIMEOUT = 60.0
+
+
+def is_cgi_invocation(environ: Mapping[str, str], stdin_fd: int = 0) -> bool:
+    """A CGI server started us: ``GATEWAY_INTERFACE`` is set and stdin is not a socket."""
+    if not environ.get("GATEWAY_INTERFACE"):
+        return False
+    try:
+        return not stat.S_ISSOCK(os.fstat(stdin_fd).st_mode)
+    except OSError:  # stdin closed
+        return True
+
+
+def run(config: Config) -> int:
+    """Answer the request in ``os.environ`` and stdin; returns the exit status."""
+    from .server import load
+    from .server.worker import Worker, new_event_loop
+
+    sys.stdout.flush()
+    out = os.dup(1)  # the response goes here ...
+    os.dup2(2, 1)  # ... and whatever the app prints to fd 1 (sys.stdout included) goes to stderr
+    params = dict(os.environ)
+    # httpoxy: a "Proxy:" request header arrives as HTTP_PROXY, which libraries would
+    # take as a proxy setting. The app still sees it in the request's variables.
+    os.environ.pop("HTTP_PROXY", None)
+    try:
+        try:
+            app, interface = load(replace(config, workers=1))
+        except UserError as exc:
+            print(f"fcgibridge: error: {exc}", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="fcgibridge-cgi-") as directory:
+            path = str(Path(directory, "fcgi.sock"))
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(path)
+            listener.listen(1)
+            listener.setblocking(False)
+            worker = Worker(replace(config, workers=1), [listener], app, interface, None)
+            server = _ServerThread(worker, new_event_loop(config.loop))
+            try:
+                if not server.start():
+                    return server.code if server.code else 1
+                return _exchange(path, params, out)
+            finally:
+                server.stop()
+                listener.close()
+    finally:
+        sys.stdout.flush()
+        os.close(out)
+
+
+class _ServerThread:
+    def __init__(self, worker: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.worker = worker
+        self.loop = loop
+        self.ready = threading.Event()
+        self.code = 0
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, name="fcgibridge-cgi")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.code = self.loop.run_until_complete(self.worker.serve(self.ready.set))
+        except Exception:
+            log.exception("the server failed")
+            self.code = 1
+        finally:
+            self.finished = True
+            self.ready.set()
+            self.loop.close()
+
+    def start(self) -> bool:
+        """Start serving; False when the worker ended before it was ready (a start hook)."""
+        self.thread.start()
+        self.ready.wait(START_TIMEOUT)
+        return not self.finished
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self.loop.call_soon_threadsafe(self.worker.stop)
+            self.thread.join()
+
+
+def _exchange(path: str, params: dict[str, str], out: int) -> int:
+    """One FastCGI request with the CGI variables and stdin; STDOUT to *out* as it arrives."""
+    client = ClientConnection()
+    try:
+        length = int(params.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(path)
+        request_id, data = client.begin_request(params, role=Role.RESPONDER, keep_conn=False)
+        sock.sendall(data)
+        stdin = sys.stdin.buffer if sys.stdin is not None else None
+        while length > 0 and stdin is not None:
+            chunk = stdin.read(min(CHUNK, length))
+            if not chunk:
+                break
+            length -= len(chunk)
+            sock.sendall(client.send_stdin(request_id, chunk))
+        sock.sendall(client.end_stdin(request_id))
+        while True:
+            received = sock.recv(256 * 1024)
+            if not received:
+                print("fcgibridge: error: the server closed the connection before the response ended",
+                      file=sys.stderr)
+                return 1
+            for event in client.receive_data(received):
+                if isinstance(event, Stdout):
+                    _write_all(out, event.data)
+                elif isinstance(event, Stderr):
+                    sys.stderr.buffer.write(event.data)
+                    sys.stderr.flush()
+                elif isinstance(event, RequestEnded):
+                    return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
