@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
 import pytest
 from phpfpm import PhpFpm, php_fpm
 
+from fcgibridge.cli import main
 from fcgibridge.client import (
     AsyncFastCGIClient,
     ConnectError,
@@ -21,7 +21,6 @@ from fcgibridge.client import (
     FastCGIClient,
     RequestTimeout,
 )
-from fcgibridge.cli import main
 
 
 @pytest.fixture(scope="module")
