@@ -62,6 +62,8 @@ def run(config: Config) -> int:
     from .server import load
     from .server.worker import Worker, new_event_loop
 
+    if config.log_level == "info":  # "worker ready" for every request would fill the web server's log
+        logging.getLogger("fcgibridge.server").setLevel(logging.WARNING)
     sys.stdout.flush()
     out = os.dup(1)  # the response goes here ...
     os.dup2(2, 1)  # ... and whatever the app prints to fd 1 (sys.stdout included) goes to stderr

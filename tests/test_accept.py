@@ -69,7 +69,7 @@ def test_the_body_is_read_from_stdin(server: Any) -> None:
 
 
 def test_getenv_sees_each_request_and_the_process_environment(server: Any) -> None:
-    head, body = get(server, "/env?REQUEST_URI,REQUEST_METHOD,HTTP_X_TOKEN,PATH",
+    _, body = get(server, "/env?REQUEST_URI,REQUEST_METHOD,HTTP_X_TOKEN,PATH",
                      headers=(("X-Token", "abc"),))
     lines = dict(line.split("=", 1) for line in body.decode().splitlines())
     assert lines["REQUEST_URI"] == "/env?REQUEST_URI,REQUEST_METHOD,HTTP_X_TOKEN,PATH"
