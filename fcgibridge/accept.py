@@ -101,18 +101,32 @@ class LogWriter(io.TextIOBase):
 
 
 class _BodyRaw(io.RawIOBase):
-    """``wsgi.input`` as a raw stream, so that ``sys.stdin`` can be a text stream over it."""
+    """``wsgi.input`` as a raw stream, so that ``sys.stdin`` can be a text stream over it.
 
-    def __init__(self, source: Any) -> None:
+    PEP 3333: an app must not read past CONTENT_LENGTH unless the server says the input
+    ends by itself (``wsgi.input_terminated``, as fcgibridge does); other servers hand
+    over the socket, where reading on would block.
+    """
+
+    def __init__(self, environ: dict[str, Any]) -> None:
         super().__init__()
-        self._source = source
+        self._source = environ["wsgi.input"]
+        self._left: int | None = None
+        if not environ.get("wsgi.input_terminated"):
+            try:
+                self._left = max(0, int(environ.get("CONTENT_LENGTH") or 0))
+            except ValueError:
+                self._left = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._source.read(len(buffer))
+        size = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._source.read(size) if size else b""
         buffer[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
         return len(data)
 
 
@@ -187,7 +201,7 @@ class AcceptApp:
         saved_environ, saved_stdin = os.environ, sys.stdin
         request_env = {key: value for key, value in saved_environ.items() if key != "HTTP_PROXY"}
         request_env.update(cgi_variables(environ))
-        stdin = io.TextIOWrapper(io.BufferedReader(_BodyRaw(environ["wsgi.input"])), encoding="utf-8",
+        stdin = io.TextIOWrapper(io.BufferedReader(_BodyRaw(environ)), encoding="utf-8",
                                  errors="surrogateescape")
         os.environ = request_env  # type: ignore[assignment]  # noqa: B003 (deliberate: os.getenv reads it)
         sys.stdin = stdin
