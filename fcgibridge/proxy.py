@@ -1,0 +1,246 @@
+"""Mount a FastCGI application (say a PHP app under PHP-FPM) inside a Python web app.
+
+:class:`FastCGIProxy` is an ASGI app and :class:`WSGIFastCGIProxy` a WSGI app; each
+forwards every HTTP request to one FastCGI backend with the package's client, the
+request body and the response body streamed both ways. Which script runs is decided as
+nginx does: a fixed front controller (``script_filename="index.php"``), or the path
+split at the script (``split_path_info``, nginx's ``fastcgi_split_path_info``).
+A backend that cannot be reached or breaks the protocol answers 502, one that is too
+slow 504; each logs one line on the ``fcgibridge.proxy`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
+
+from .client import AsyncFastCGIClient, FastCGIClient, FastCGIError, RequestTimeout, Timeout, build_params
+
+log = logging.getLogger("fcgibridge.proxy")
+
+#: nginx's usual ``fastcgi_split_path_info``: the script is the path up to ``.php``.
+PHP_SPLIT = r"^(.+?\.php)(/.*)?$"
+
+#: Headers that belong to one HTTP hop and are not passed on.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                         "upgrade"})
+
+
+class _Mapper:
+    """CGI params for a request, shared by the ASGI and the WSGI proxy."""
+
+    def __init__(self, document_root: str | None, script_filename: str | None, split_path_info: str | None,
+                 index: str, params: Mapping[str, str] | None) -> None:
+        if document_root is None and (script_filename is None or not os.path.isabs(script_filename)):
+            raise ValueError("give document_root, or script_filename as an absolute path")
+        self.root = None if document_root is None else document_root.rstrip("/") or "/"
+        self.script_filename = script_filename
+        self.split = re.compile(split_path_info or PHP_SPLIT)
+        self.index = index
+        self.params = dict(params or {})
+
+    def script(self, mount: str, path: str) -> tuple[str, str, str]:
+        """SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME for ``path`` under the mount point."""
+        root = self.root or ""
+        if self.script_filename is not None:  # a front controller answers every path
+            filename = self.script_filename
+            if not os.path.isabs(filename):
+                filename = f"{root.rstrip('/')}/{filename}"
+            return f"{mount}/{os.path.basename(filename)}", path, filename
+        if path.endswith("/"):
+            path += self.index
+        match = self.split.match(path)
+        script, info = (match.group(1), match.group(2) or "") if match else (path, "")
+        return mount + script, info, f"{root.rstrip('/')}{script}"
+
+    def build(self, *, method: str, mount: str, path: str, query: str, headers: Iterable[tuple[str, str]],
+              remote: tuple[str, int] | None, server: tuple[str, int | None] | None, https: bool) -> dict[str, str]:
+        kept = [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
+        target = mount + path + ("?" + query if query else "")
+        params = build_params(method, target, headers=kept)
+        script_name, path_info, filename = self.script(mount, path)
+        params.update(SCRIPT_NAME=script_name, PATH_INFO=path_info, SCRIPT_FILENAME=filename)
+        if path_info and self.root:
+            params["PATH_TRANSLATED"] = self.root + path_info
+        if self.root:
+            params["DOCUMENT_ROOT"] = self.root
+        if remote:
+            params["REMOTE_ADDR"], params["REMOTE_PORT"] = remote[0], str(remote[1])
+        if server:
+            params["SERVER_ADDR"] = server[0]
+            params["SERVER_PORT"] = str(server[1] or (443 if https else 80))
+        if https:
+            params["HTTPS"] = "on"
+            params["REQUEST_SCHEME"] = "https"
+        else:
+            params["REQUEST_SCHEME"] = "http"
+        params.update(self.params)
+        return params
+
+
+def _error_status(exc: FastCGIError) -> int:
+    return 504 if isinstance(exc, RequestTimeout) else 502
+
+
+def _response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
+
+
+class FastCGIProxy:
+    """An ASGI app forwarding each HTTP request to the FastCGI server at ``address``.
+
+    ``document_root`` is where the backend finds scripts; ``script_filename`` fixes the
+    script (relative to the root, or absolute) for a front-controller app; otherwise
+    the path is split by ``split_path_info`` (default: at ``.php``) and a path ending in
+    ``/`` gets ``index``. ``params`` are added to (and override) every request's CGI
+    variables. Connections are kept alive and pooled; ``timeout`` is as for the client.
+    """
+
+    def __init__(self, address: str, *, document_root: str | None = None, script_filename: str | None = None,
+                 split_path_info: str | None = None, index: str = "index.php",
+                 params: Mapping[str, str] | None = None, timeout: float | Timeout | None = 30.0,
+                 pool_size: int = 16) -> None:
+        self.mapper = _Mapper(document_root, script_filename, split_path_info, index, params)
+        self.client = AsyncFastCGIClient(address, timeout=timeout, keep_alive=True, pool_size=pool_size)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            raise RuntimeError(f"FastCGIProxy serves HTTP, not {scope['type']}")
+        mount = scope.get("root_path", "")
+        path = scope["path"]
+        if mount and path.startswith(mount):  # Starlette keeps the full path in a Mount
+            path = path[len(mount):]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        query = scope.get("query_string", b"").decode("latin-1")
+        params = self.mapper.build(
+            method=scope["method"], mount=mount, path=path or "/", query=query, headers=headers,
+            remote=scope.get("client"), server=scope.get("server"), https=scope.get("scheme") == "https")
+        started = False
+        try:
+            async with self.client.stream(scope["method"], params["REQUEST_URI"], params=params,
+                                          body=self._body(receive)) as response:
+                await send({"type": "http.response.start", "status": response.status,
+                            "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                                        for k, v in _response_headers(response.headers)]})
+                started = True
+                async for chunk in response.aiter_bytes():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if response.stderr:
+                    log.warning("%s %s: backend stderr: %s", scope["method"], params["REQUEST_URI"],
+                                response.stderr.decode("utf-8", "replace").strip())
+            await send({"type": "http.response.body", "body": b""})
+        except FastCGIError as exc:
+            status = _error_status(exc)
+            log.error("%s %s -> %d: %s", scope["method"], params["REQUEST_URI"], status, exc)
+            if started:
+                return  # too late for an error page: the response ends short
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body",
+                        "body": b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"})
+
+    @staticmethod
+    async def _body(receive: Any) -> AsyncIterator[bytes]:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body"):
+                return
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        """Close the pooled backend connections."""
+        await self.client.aclose()
+
+
+class WSGIFastCGIProxy:
+    """The WSGI twin of :class:`FastCGIProxy` (same options), for Flask, Django and co."""
+
+    def __init__(self, address: str, *, document_root: str | None = None, script_filename: str | None = None,
+                 split_path_info: str | None = None, index: str = "index.php",
+                 params: Mapping[str, str] | None = None, timeout: float | Timeout | None = 30.0,
+                 pool_size: int = 16) -> None:
+        self.mapper = _Mapper(document_root, script_filename, split_path_info, index, params)
+        self.client = FastCGIClient(address, timeout=timeout, keep_alive=True, pool_size=pool_size)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        headers = [(key[5:].replace("_", "-").title(), value) for key, value in environ.items()
+                   if key.startswith("HTTP_")]
+        for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+            if environ.get(key):
+                headers.append((name, environ[key]))
+        remote = (environ["REMOTE_ADDR"], int(environ.get("REMOTE_PORT") or 0)) if environ.get("REMOTE_ADDR") else None
+        server = (environ.get("SERVER_NAME", "localhost"), int(environ.get("SERVER_PORT") or 0) or None)
+        params = self.mapper.build(
+            method=environ["REQUEST_METHOD"], mount=environ.get("SCRIPT_NAME", ""),
+            path=environ.get("PATH_INFO", "") or "/", query=environ.get("QUERY_STRING", ""), headers=headers,
+            remote=remote, server=server, https=environ.get("wsgi.url_scheme") == "https")
+        params["SERVER_NAME"] = environ.get("SERVER_NAME", params["SERVER_NAME"])
+        stream = self.client.stream(environ["REQUEST_METHOD"], params["REQUEST_URI"], params=params,
+                                    body=self._body(environ))
+        try:
+            response = stream.__enter__()
+        except FastCGIError as exc:
+            status = _error_status(exc)
+            log.error("%s %s -> %d: %s", environ["REQUEST_METHOD"], params["REQUEST_URI"], status, exc)
+            start_response("504 Gateway Timeout" if status == 504 else "502 Bad Gateway",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"]
+        start_response(f"{response.status} {response.reason}".rstrip(), _response_headers(response.headers))
+        return _Body(stream, response.iter_bytes(), params["REQUEST_URI"])
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> Iterator[bytes]:
+        stream = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH")
+        left = int(length) if length and length.isdigit() else None
+        while left is None or left > 0:
+            chunk = stream.read(65536 if left is None else min(65536, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        """Close the pooled backend connections."""
+        self.client.close()
+
+
+class _Body:
+    """The response body iterator; closing it (the WSGI server does) ends the request."""
+
+    def __init__(self, stream: Any, chunks: Iterator[bytes], uri: str) -> None:
+        self._stream = stream
+        self._chunks = chunks
+        self._uri = uri
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        except FastCGIError as exc:
+            log.error("%s: the response broke off: %s", self._uri, exc)
+
+    def close(self) -> None:
+        self._stream.__exit__(None, None, None)
+
+
+__all__ = ["FastCGIProxy", "PHP_SPLIT", "WSGIFastCGIProxy"]
