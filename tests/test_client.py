@@ -580,3 +580,19 @@ def test_cli_request_stderr_flag() -> None:
             stdout.flush()
             stderr.flush()
     assert out.getvalue() == b"body" and err.getvalue() == b"from the app\n"
+
+
+def test_async_stream_reads_no_further_than_the_caller(server: Any) -> None:
+    from fcgibridge.client._base import CHUNK_SIZE, HIGH_WATER
+
+    async def scenario() -> None:
+        async with AsyncFastCGIClient(server.address, multiplex=False) as client, \
+                client.stream("GET", "/big") as response:
+            chunks = response.aiter_bytes()
+            await chunks.__anext__()
+            await asyncio.sleep(0.3)  # a slow consumer: the reader must stop at the high-water mark
+            assert response._exchange.buffered <= HIGH_WATER + CHUNK_SIZE
+            total = sum([len(c) async for c in chunks])
+            assert total > BIG - HIGH_WATER - 2 * CHUNK_SIZE
+
+    asyncio.run(scenario())
