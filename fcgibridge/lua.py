@@ -128,7 +128,7 @@ def load_lua(path: str | os.PathLike[str], *, version: str = "auto", args: list[
         value = os.environ.get(name.decode("utf-8", "surrogateescape"))
         return None if value is None else value.encode("utf-8", "surrogateescape")
 
-    def read(fmt: Any = b"l") -> bytes | None:
+    def read(fmt: Any = b"l") -> bytes | int | float | None:
         stdin = sys.stdin.buffer
         if isinstance(fmt, int | float):
             data = stdin.read(int(fmt))
@@ -137,8 +137,7 @@ def load_lua(path: str | os.PathLike[str], *, version: str = "auto", args: list[
         if kind == b"a":
             return bytes(stdin.read())
         if kind == b"n":
-            line = stdin.readline()
-            return line.strip() or None
+            return _number(stdin.readline())
         line = stdin.readline()
         if not line:
             return None
@@ -164,3 +163,14 @@ def load_lua(path: str | os.PathLike[str], *, version: str = "auto", args: list[
     if not hasattr(script, "accept"):
         raise UserError('Lua file doesn\'t provide an "accept" function.')
     return LuaApp(script, file, version)
+
+
+def _number(line: bytes) -> int | float | None:
+    """``io.read("n")``: the number on a line, or nil."""
+    text = line.strip().decode("ascii", "replace")
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            continue
+    return None

@@ -101,3 +101,18 @@ def test_the_lua_script_under_spawn_fcgi(tmp_path: Path) -> None:
     assert not Path(f"/proc/{pid}").exists()
     assert f"{pid} stop 0" in log.read_text()
     assert "worker ready" in (tmp_path / "error.log").read_text()
+
+
+def test_io_read_reads_the_request_body_in_every_format(tmp_path: Path) -> None:
+    import io
+
+    script = tmp_path / "reader.lua"
+    script.write_text(
+        'return { accept = function()\n'
+        '  local line, number, three, rest = io.read("l"), io.read("n"), io.read(3), io.read("a")\n'
+        '  return "\\n" .. line .. "|" .. tostring(number) .. "|" .. three .. "|" .. rest\n'
+        'end }\n')
+    app = load_lua(script)
+    body = b"first line\n42\nabcdef"
+    environ = {"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+    assert list(app(environ, lambda s, h: None)) == [b"first line|42|abc|def"]
