@@ -169,3 +169,12 @@ def test_log_writer_sends_whole_lines(caplog: pytest.LogCaptureFixture) -> None:
         writer.flush()
     assert [r.getMessage() for r in caplog.records] == ["a", "bc", "tail"]
     writer.close()
+
+
+@pytest.mark.parametrize("make", [python_app, lua_app])
+def test_sync_mode_serves_accept_style_scripts_too(make: Any) -> None:
+    with serve(make(), "accept", sync=True) as srv:
+        assert get(srv, "/one")[1] == b"uri=/one count=1 generation=0"
+        assert get(srv, "/body", body=b"xyz")[1] == b"xyz"
+        assert get(srv, "/raise")[0].status == 500
+        assert srv.worker.script is not None

@@ -97,6 +97,14 @@ def test_the_cgi_flag_debugs_a_script_on_the_command_line() -> None:
     assert proc.stdout.startswith(b"Status: 200 OK\r\n")
 
 
+@pytest.mark.parametrize(("version", "expected"), [("5.1", b"Lua 5.1"), ("luajit2.1", b"Lua 5.1"),
+                                                   ("5.3", b"Lua 5.3"), ("5.4", b"Lua 5.4")])
+def test_lua_version_picks_the_runtime(version: str, expected: bytes) -> None:
+    proc = run_cgi("tests/apps/lua/version.lua", cgi_env("GET", "/"), b"", "--lua-version", version)
+    assert split_response(proc.stdout)[1].startswith(expected), proc.stderr
+    assert (b"LuaJIT" in split_response(proc.stdout)[1]) == version.startswith("luajit")
+
+
 def test_error_log_from_errlog_gets_what_scripts_print(tmp_path: Path) -> None:
     log = tmp_path / "errors.log"
     proc = run_cgi(APPS["accept"], cgi_env("GET", "/print", ERRLOG=str(log)))

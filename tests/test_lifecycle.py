@@ -192,3 +192,19 @@ def test_int_stops_without_asking_stop(script: str, tmp_path: Path) -> None:
         assert get(address, "/")[0] == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+def test_a_failing_restart_is_logged_and_a_failing_stop_still_stops(tmp_path: Path) -> None:
+    log, code_file = tmp_path / "hooks.log", tmp_path / "stop-code"
+    code_file.write_text("raise")
+    address = f"127.0.0.1:{free_port()}"
+    env = {"HOOK_LOG": str(log), "STOP_CODE_FILE": str(code_file), "RESTART_RAISES": "1"}
+    with run_fcgibridge(SCRIPTS["python"], "-b", address, address=address, env=env) as proc:
+        assert get(address, "/")[0] == 200
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "restart function raised an error; still serving" in process_log(proc))
+        assert b"count=2 generation=0" in get(address, "/")[1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        output = process_log(proc)
+    assert "stop function raised an error; stopping anyway" in output and "stop failed on purpose" in output

@@ -1,7 +1,8 @@
 """An accept-style script for the tests: every hook, and a path per failure mode.
 
 Hooks note their calls in $HOOK_LOG ("<pid> <hook>"); start() returns $START_CODE
-("raise" raises); stop() returns the number in the file $STOP_CODE_FILE (0 without it).
+("raise" raises); stop() returns the number in the file $STOP_CODE_FILE (0 without it;
+"raise" raises); restart() raises when $RESTART_RAISES is set.
 """
 
 from __future__ import annotations
@@ -30,15 +31,19 @@ def start() -> int:
 
 
 def restart() -> None:
-    state["generation"] += 1
     _note("restart")
+    if os.environ.get("RESTART_RAISES"):
+        raise RuntimeError("restart failed on purpose")
+    state["generation"] += 1
 
 
 def stop() -> int:
     path = os.environ.get("STOP_CODE_FILE")
-    code = int(Path(path).read_text()) if path and Path(path).exists() else 0
-    _note(f"stop {code}")
-    return code
+    text = Path(path).read_text() if path and Path(path).exists() else "0"
+    _note(f"stop {text}")
+    if text == "raise":
+        raise RuntimeError("stop failed on purpose")
+    return int(text)
 
 
 def accept() -> str | bytes | int:
