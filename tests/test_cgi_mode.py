@@ -97,6 +97,12 @@ def test_the_cgi_flag_debugs_a_script_on_the_command_line() -> None:
     assert proc.stdout.startswith(b"Status: 200 OK\r\n")
 
 
+@pytest.mark.parametrize(("kind", "path"), [("accept", "/argv"), ("lua", "/args")])
+def test_script_arguments_follow_the_script(kind: str, path: str) -> None:
+    proc = run_cgi(APPS[kind], cgi_env("GET", path), b"", "one", "two words")
+    assert split_response(proc.stdout)[1] == b"one,two words", proc.stderr
+
+
 @pytest.mark.parametrize(("version", "expected"), [("5.1", b"Lua 5.1"), ("luajit2.1", b"Lua 5.1"),
                                                    ("5.3", b"Lua 5.3"), ("5.4", b"Lua 5.4")])
 def test_lua_version_picks_the_runtime(version: str, expected: bytes) -> None:

@@ -69,6 +69,8 @@ def accept() -> str | bytes | int:
         return "Location: /elsewhere\n\n"
     elif path == "/bytes":
         return b"Status: 201 Created\nContent-Type: application/octet-stream\n\n\x00\xff"
+    elif path == "/argv":
+        return "Status: 200 OK\r\n\r\n" + ",".join(sys.argv[1:])
     elif path == "/env":
         names = query.split(",")
         return "Status: 200 OK\r\n\r\n" + "\n".join(f"{n}={os.getenv(n)}" for n in names)
