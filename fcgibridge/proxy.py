@@ -17,7 +17,15 @@ import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
-from .client import AsyncFastCGIClient, FastCGIClient, FastCGIError, RequestTimeout, Timeout, build_params
+from .client import (
+    AsyncFastCGIClient,
+    FastCGIClient,
+    FastCGIError,
+    RequestTimeout,
+    StreamingResponse,
+    Timeout,
+    build_params,
+)
 
 log = logging.getLogger("fcgibridge.proxy")
 
@@ -205,7 +213,7 @@ class WSGIFastCGIProxy:
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"]
         start_response(f"{response.status} {response.reason}".rstrip(), _response_headers(response.headers))
-        return _Body(stream, response.iter_bytes(), params["REQUEST_URI"])
+        return _Body(stream, response, f"{environ['REQUEST_METHOD']} {params['REQUEST_URI']}")
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> Iterator[bytes]:
@@ -228,19 +236,22 @@ class WSGIFastCGIProxy:
 class _Body:
     """The response body iterator; closing it (the WSGI server does) ends the request."""
 
-    def __init__(self, stream: Any, chunks: Iterator[bytes], uri: str) -> None:
+    def __init__(self, stream: Any, response: StreamingResponse, request: str) -> None:
         self._stream = stream
-        self._chunks = chunks
-        self._uri = uri
+        self._response = response
+        self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._chunks
+            yield from self._response.iter_bytes()
         except FastCGIError as exc:
-            log.error("%s: the response broke off: %s", self._uri, exc)
+            log.error("%s: the response broke off: %s", self._request, exc)
 
     def close(self) -> None:
         self._stream.__exit__(None, None, None)
+        if self._response.stderr:
+            log.warning("%s: backend stderr: %s", self._request,
+                        self._response.stderr.decode("utf-8", "replace").strip())
 
 
 __all__ = ["FastCGIProxy", "PHP_SPLIT", "WSGIFastCGIProxy"]

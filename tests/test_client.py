@@ -442,6 +442,11 @@ class AsgiApp:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": str(self.barrier_count).encode()})
             return
+        if path == "/sleepy":
+            await asyncio.sleep(1)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"late"})
+            return
         if path == "/endless":
             await send({"type": "http.response.start", "status": 200, "headers": []})
             while True:
@@ -594,5 +599,22 @@ def test_async_stream_reads_no_further_than_the_caller(server: Any) -> None:
             assert response._exchange.buffered <= HIGH_WATER + CHUNK_SIZE
             total = sum([len(c) async for c in chunks])
             assert total > BIG - HIGH_WATER - 2 * CHUNK_SIZE
+
+    asyncio.run(scenario())
+
+
+def test_async_timeout_of_one_multiplexed_request_spares_the_others(asgi_server: Any) -> None:
+    async def scenario() -> None:
+        async with AsyncFastCGIClient(asgi_server.address, multiplex=True) as client:
+            slow = asyncio.ensure_future(client.request("GET", "/sleepy", timeout=Timeout(2, 0.2, None)))
+            await asyncio.sleep(0.05)
+            fine = await client.request("POST", "/echo", body=b"ok")
+            with pytest.raises(RequestTimeout):
+                await slow
+            shared = client._shared
+            assert shared is not None and shared.alive
+            after = await client.request("POST", "/echo", body=b"after")
+            assert (fine.body, after.body, client._shared) == (b"ok", b"after", shared)
+            assert shared.channel.uses == 3
 
     asyncio.run(scenario())

@@ -135,7 +135,7 @@ async def call_asgi(app: Any, path: str, *, method: str = "GET", body: bytes = b
     return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:])
 
 
-def test_asgi_split_path_info_and_params(fpm: PhpFpm) -> None:
+def test_asgi_split_path_info_and_params(fpm: PhpFpm, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
         proxy = FastCGIProxy(fpm.tcp, document_root=str(PHP_DIR), params={"APP_ENV": "test"})
         try:
@@ -145,8 +145,10 @@ def test_asgi_split_path_info_and_params(fpm: PhpFpm) -> None:
             assert (info["script_name"], info["path_info"]) == ("/legacy/info.php", "/extra/path")
             assert info["script"] == str(PHP_DIR / "info.php")
             assert info["query"] == {"q": "1"} and info["uri"] == "/legacy/info.php/extra/path?q=1"
-            status, _, body = await call_asgi(proxy, "/stderr.php")
+            with caplog.at_level(logging.WARNING, "fcgibridge.proxy"):
+                status, _, body = await call_asgi(proxy, "/stderr.php")
             assert (status, body) == (200, b"logged")
+            assert "GET /stderr.php: backend stderr: PHP message: fcgibridge test: something to log" in caplog.text
         finally:
             await proxy.aclose()
 
@@ -181,5 +183,12 @@ def test_wsgi_proxy(fpm: PhpFpm, tmp_path: Path, caplog: pytest.LogCaptureFixtur
         assert response.status_code == 504 and "-> 504" in caplog.text
     finally:
         proxy.close()
+    logs = WSGIFastCGIProxy(fpm.unix, document_root=str(PHP_DIR))
+    try:
+        with caplog.at_level(logging.WARNING, "fcgibridge.proxy"):
+            assert Client(logs).get("/stderr.php", buffered=True).data == b"logged"
+        assert "GET /stderr.php: backend stderr: PHP message: fcgibridge test" in caplog.text
+    finally:
+        logs.close()
     dead = WSGIFastCGIProxy(f"unix:{tmp_path}/none.sock", document_root=str(EXAMPLE_PHP))
     assert Client(dead).get("/x.php").status_code == 502

@@ -432,8 +432,15 @@ class AsyncFastCGIClient:
         return conn, exchange, deadline
 
     async def _drop(self, conn: _AsyncConnection, exchange: Exchange) -> None:
-        """A request failed midway: its connection cannot be trusted."""
+        """A request failed midway (timeout, refusal, cancellation): its connection cannot
+        be trusted — except a healthy multiplexed one, where only that request is aborted."""
         conn.untrack(exchange)
+        if conn is self._shared and conn.alive and not conn.channel.failed:
+            data = conn.channel.abort(exchange)
+            conn.channel.forget(exchange)
+            if data:
+                conn.writer.write(data)  # no drain: the output buffer takes a 16-byte record
+            return
         conn.channel.reusable = False
         if conn is self._shared:
             self._shared = None
@@ -443,9 +450,9 @@ class AsyncFastCGIClient:
         channel = conn.channel
         shared = conn is self._shared
         if not exchange.done and channel.reusable and (self.keep_alive or shared):
-            await conn.send(channel.abort(exchange), exchange, Deadline(self.address, Timeout(None, 1.0, None)))
             grace = Deadline(self.address, Timeout(None, ABORT_GRACE, ABORT_GRACE))
             try:
+                await conn.send(channel.abort(exchange), exchange, grace)
                 while not exchange.done:
                     await conn.wait(exchange, grace)
             except FastCGIError:

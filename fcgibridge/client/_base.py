@@ -442,6 +442,8 @@ class Channel:
         self.uses = 0
         self.values: dict[str, str] | None = None
         self.closed = False
+        #: The connection broke (closed by the server, or not FastCGI): nothing more on it.
+        self.failed = False
         #: The connection is in a state where another request may follow on it.
         self.reusable = True
 
@@ -542,6 +544,7 @@ class Channel:
 
     def fail_all(self, error: FastCGIError) -> None:
         self.reusable = False
+        self.failed = True
         for exchange in self.exchanges.values():
             if exchange.ended is None:
                 exchange.fail(error)
