@@ -179,6 +179,7 @@ def test_request_get_and_headers(server: Any) -> None:
     assert response.headers.get_all("set-cookie") == ["a=1", "b=2"]
     assert response.header("CONTENT-TYPE") == "application/json"
     assert (response.app_status, response.protocol_status, response.reuse_count) == (0, 0, 0)
+    assert response.raw.startswith(b"Status: 200 OK\r\n") and response.raw.endswith(b"\r\n\r\n" + response.body)
 
 
 @pytest.mark.parametrize("kind", ["bytes", "file", "iterable"])

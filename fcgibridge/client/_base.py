@@ -203,7 +203,13 @@ class Response:
     protocol_status: int = 0
     #: How many requests the connection had carried before this one (0: a new connection).
     reuse_count: int = 0
-    raw: bytes = field(default=b"", repr=False)
+    #: The CGI head as the application sent it (header lines and the blank line).
+    raw_head: bytes = field(default=b"", repr=False)
+
+    @property
+    def raw(self) -> bytes:
+        """The whole STDOUT stream as sent: the CGI head, then the body."""
+        return self.raw_head + self.body
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first value of header ``name`` (case-insensitive)."""
@@ -377,15 +383,17 @@ class Exchange:
     def on_stdout(self, data: bytes) -> None:
         if self.abandoned:
             return
-        if self.raw is not None:
-            self.raw.append(data)
         if self.head is None:
+            if self.raw is not None:
+                self.raw.append(data)
             try:
                 data = self.head_parser.feed(data)
             except CGIResponseError as exc:
                 self.fail(ProtocolFailure(self.address, f"invalid CGI response: {exc}"))
                 return
             self.head = self.head_parser.head
+            if self.head is not None and self.raw is not None and data:
+                self.raw[-1] = self.raw[-1][: len(self.raw[-1]) - len(data)]  # the head's part only
         if data:
             self.body.append(data)
             if self.raw is None:  # a whole response is wanted anyway: no backpressure
@@ -428,7 +436,7 @@ class Exchange:
         assert self.head is not None and self.ended is not None
         return Response(self.head.status, self.head.reason, Headers(self.head.headers), self.pop_body(),
                         b"".join(self.stderr), self.ended.app_status, self.ended.protocol_status,
-                        self.reuse_count, raw=b"".join(self.raw or ()))
+                        self.reuse_count, raw_head=b"".join(self.raw or ()))
 
 
 class Channel:
