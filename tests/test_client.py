@@ -327,6 +327,41 @@ def test_total_timeout_per_request(server: Any) -> None:
     assert time.monotonic() - start < 1.5
 
 
+@pytest.fixture
+def full_backlog() -> Iterator[str]:
+    """A listener that never accepts, its backlog filled: a new connect() hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            fillers.append(filler)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(listener.getsockname())
+        time.sleep(0.05)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_connect_timeout(full_backlog: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(RequestTimeout, match=f"{full_backlog}: timed out after 0.3 s waiting to connect"):
+        FastCGIClient(full_backlog, timeout=Timeout(connect=0.3, read=5)).request()
+    assert time.monotonic() - start < 1
+
+    async def scenario() -> None:
+        with pytest.raises(RequestTimeout, match="waiting to connect"):
+            await AsyncFastCGIClient(full_backlog, multiplex=False).request(timeout=Timeout(connect=0.3, read=5))
+
+    asyncio.run(scenario())
+
+
 def test_connect_errors_name_the_address(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(ConnectError, match=f"{address}: cannot connect"):
