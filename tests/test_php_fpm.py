@@ -139,7 +139,7 @@ def test_keep_alive_reuse_counts(address: str, fpm: PhpFpm) -> None:
 def test_read_timeout_against_a_sleeping_script(fpm: PhpFpm) -> None:
     client = FastCGIClient(fpm.unix, root=str(fpm.root), timeout=0.5)
     start = time.monotonic()
-    with pytest.raises(RequestTimeout, match=fpm.unix), client.stream("GET", "/sleep.php?s=3") as response:
+    with pytest.raises(RequestTimeout, match=fpm.unix), client.stream("GET", "/sleep.php?s=1.2") as response:
         assert next(response.iter_bytes()) == b"before\n"
         response.read()
     assert time.monotonic() - start < 2
