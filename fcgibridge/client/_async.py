@@ -22,9 +22,9 @@ from ._base import (
     Deadline,
     Exchange,
     FastCGIError,
-    Headers,
     RequestSpec,
     Response,
+    StreamedHead,
     Timeout,
     connect_error,
     iter_body,
@@ -159,40 +159,17 @@ class _AsyncConnection:
             await self.writer.wait_closed()
 
 
-class AsyncStreamingResponse:
+class AsyncStreamingResponse(StreamedHead):
     """The asyncio :class:`~fcgibridge.client.StreamingResponse`: headers at once, the body
     with ``async for chunk in response.aiter_bytes()``."""
 
     def __init__(self, client: AsyncFastCGIClient, conn: _AsyncConnection, exchange: Exchange,
                  deadline: Deadline) -> None:
-        assert exchange.head is not None
+        super().__init__(exchange)
         self._client = client
         self._conn: _AsyncConnection | None = conn
-        self._exchange = exchange
         self._deadline = deadline
-        self.status = exchange.head.status
-        self.reason = exchange.head.reason
-        self.headers = Headers(exchange.head.headers)
-        self.reuse_count = exchange.reuse_count
 
-    @property
-    def stderr(self) -> bytes:
-        return b"".join(self._exchange.stderr)
-
-    @property
-    def app_status(self) -> int | None:
-        return None if self._exchange.ended is None else self._exchange.ended.app_status
-
-    @property
-    def protocol_status(self) -> int | None:
-        return None if self._exchange.ended is None else self._exchange.ended.protocol_status
-
-    @property
-    def complete(self) -> bool:
-        return self._exchange.ended is not None
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the server sends it; memory stays bounded."""
@@ -470,7 +447,7 @@ class AsyncFastCGIClient:
                 self._shared = None
                 await conn.close()
             return
-        if not (self.keep_alive and channel.reusable and channel.idle and exchange.done):
+        if not channel.keepable(exchange, self.keep_alive):
             await conn.close()
             return
         conn.idle_since = time.monotonic()

@@ -439,6 +439,42 @@ class Exchange:
                         self.reuse_count, raw_head=b"".join(self.raw or ()))
 
 
+class StreamedHead:
+    """What a streamed response shows at once (status, reason, headers) and, once its
+    body was read to the end, its stderr and END_REQUEST statuses. Shared by the
+    blocking and the asyncio streaming responses."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        assert exchange.head is not None
+        self._exchange = exchange
+        self.status = exchange.head.status
+        self.reason = exchange.head.reason
+        self.headers = Headers(exchange.head.headers)
+        #: How many requests the connection had carried before this one.
+        self.reuse_count = exchange.reuse_count
+
+    @property
+    def stderr(self) -> bytes:
+        """What the application wrote to FCGI_STDERR so far."""
+        return b"".join(self._exchange.stderr)
+
+    @property
+    def app_status(self) -> int | None:
+        return None if self._exchange.ended is None else self._exchange.ended.app_status
+
+    @property
+    def protocol_status(self) -> int | None:
+        return None if self._exchange.ended is None else self._exchange.ended.protocol_status
+
+    @property
+    def complete(self) -> bool:
+        """END_REQUEST arrived (the whole body has been received)."""
+        return self._exchange.ended is not None
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+
 class Channel:
     """The protocol state of one client connection: the core and its exchanges."""
 
@@ -480,6 +516,10 @@ class Channel:
             exchange.body_sent = True
             return exchange, data + self.core.end_stdin(request_id, bytes(body) if body else b""), True
         return exchange, data, False
+
+    def keepable(self, exchange: Exchange, keep_alive: bool) -> bool:
+        """After ``exchange``: may the connection wait in the pool for another request?"""
+        return keep_alive and self.reusable and not self.closed and self.idle and exchange.ended is not None
 
     def stdin(self, exchange: Exchange, chunk: bytes) -> bytes | None:
         """Bytes of a body piece, or None once the server answered already (stop sending)."""

@@ -19,9 +19,9 @@ from ._base import (
     Deadline,
     Exchange,
     FastCGIError,
-    Headers,
     RequestSpec,
     Response,
+    StreamedHead,
     Timeout,
     connect_error,
     iter_body,
@@ -130,7 +130,7 @@ class _Connection:
                 self.selector.modify(self.sock, selectors.EVENT_READ)
 
 
-class StreamingResponse:
+class StreamingResponse(StreamedHead):
     """A response whose head has arrived; the body is read as it comes.
 
     ``status``, ``reason`` and ``headers`` are there at once; iterate over
@@ -139,35 +139,10 @@ class StreamingResponse:
     """
 
     def __init__(self, client: FastCGIClient, conn: _Connection, exchange: Exchange, deadline: Deadline) -> None:
-        assert exchange.head is not None
+        super().__init__(exchange)
         self._client = client
         self._conn: _Connection | None = conn
-        self._exchange = exchange
         self._deadline = deadline
-        self.status = exchange.head.status
-        self.reason = exchange.head.reason
-        self.headers = Headers(exchange.head.headers)
-        self.reuse_count = exchange.reuse_count
-
-    @property
-    def stderr(self) -> bytes:
-        return b"".join(self._exchange.stderr)
-
-    @property
-    def app_status(self) -> int | None:
-        return None if self._exchange.ended is None else self._exchange.ended.app_status
-
-    @property
-    def protocol_status(self) -> int | None:
-        return None if self._exchange.ended is None else self._exchange.ended.protocol_status
-
-    @property
-    def complete(self) -> bool:
-        """END_REQUEST arrived (the whole body has been received)."""
-        return self._exchange.ended is not None
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body, chunk by chunk as the server sends it; memory stays bounded."""
@@ -414,7 +389,7 @@ class FastCGIClient:
             conn.close()
             return
         channel.forget(exchange)
-        if not (self.keep_alive and channel.reusable and channel.idle and exchange.done):
+        if not channel.keepable(exchange, self.keep_alive):
             conn.close()
             return
         conn.idle_since = time.monotonic()
