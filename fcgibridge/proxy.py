@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -31,6 +32,10 @@ log = logging.getLogger("fcgibridge.proxy")
 
 #: nginx's usual ``fastcgi_split_path_info``: the script is the path up to ``.php``.
 PHP_SPLIT = r"^(.+?\.php)(/.*)?$"
+
+#: A request body of unknown length (chunked) is spooled, in memory up to this size and
+#: on disk beyond, so that the backend gets CONTENT_LENGTH: PHP reads no body without it.
+SPOOL_MEMORY = 1024 * 1024
 
 #: Headers that belong to one HTTP hop and are not passed on.
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -129,10 +134,25 @@ class FastCGIProxy:
         params = self.mapper.build(
             method=scope["method"], mount=mount, path=path or "/", query=query, headers=headers,
             remote=scope.get("client"), server=scope.get("server"), https=scope.get("scheme") == "https")
+        body: Any = self._body(receive)
+        names = {name.lower() for name, _ in headers}
+        if "content-length" not in names and "transfer-encoding" in names:
+            body = spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (closed below)
+            async for chunk in self._body(receive):
+                spool.write(chunk)
+            params["CONTENT_LENGTH"] = str(spool.tell())
+            spool.seek(0)
+        try:
+            await self._forward(scope, params, body, send)
+        finally:
+            if not hasattr(body, "__aiter__"):
+                body.close()
+
+    async def _forward(self, scope: dict[str, Any], params: dict[str, str], body: Any, send: Any) -> None:
         started = False
         try:
             async with self.client.stream(scope["method"], params["REQUEST_URI"], params=params,
-                                          body=self._body(receive)) as response:
+                                          body=body) as response:
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": [(k.encode("latin-1"), v.encode("latin-1"))
                                         for k, v in _response_headers(response.headers)]})
@@ -202,24 +222,35 @@ class WSGIFastCGIProxy:
             path=environ.get("PATH_INFO", "") or "/", query=environ.get("QUERY_STRING", ""), headers=headers,
             remote=remote, server=server, https=environ.get("wsgi.url_scheme") == "https")
         params["SERVER_NAME"] = environ.get("SERVER_NAME", params["SERVER_NAME"])
-        stream = self.client.stream(environ["REQUEST_METHOD"], params["REQUEST_URI"], params=params,
-                                    body=self._body(environ))
+        body: Any = self._body(environ)
+        spool = None
+        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            body = spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (closed by _Body)
+            for chunk in self._body(environ):
+                spool.write(chunk)
+            params["CONTENT_LENGTH"] = str(spool.tell())
+            spool.seek(0)
+        stream = self.client.stream(environ["REQUEST_METHOD"], params["REQUEST_URI"], params=params, body=body)
         try:
             response = stream.__enter__()
         except FastCGIError as exc:
+            if spool is not None:
+                spool.close()
             status = _error_status(exc)
             log.error("%s %s -> %d: %s", environ["REQUEST_METHOD"], params["REQUEST_URI"], status, exc)
             start_response("504 Gateway Timeout" if status == 504 else "502 Bad Gateway",
                            [("Content-Type", "text/plain; charset=utf-8")])
             return [b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"]
         start_response(f"{response.status} {response.reason}".rstrip(), _response_headers(response.headers))
-        return _Body(stream, response, f"{environ['REQUEST_METHOD']} {params['REQUEST_URI']}")
+        return _Body(stream, response, f"{environ['REQUEST_METHOD']} {params['REQUEST_URI']}", spool)
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> Iterator[bytes]:
         stream = environ["wsgi.input"]
         length = environ.get("CONTENT_LENGTH")
         left = int(length) if length and length.isdigit() else None
+        if left is None and not environ.get("wsgi.input_terminated"):
+            return  # no length and no end of input: reading could wait forever
         while left is None or left > 0:
             chunk = stream.read(65536 if left is None else min(65536, left))
             if not chunk:
@@ -236,10 +267,11 @@ class WSGIFastCGIProxy:
 class _Body:
     """The response body iterator; closing it (the WSGI server does) ends the request."""
 
-    def __init__(self, stream: Any, response: StreamingResponse, request: str) -> None:
+    def __init__(self, stream: Any, response: StreamingResponse, request: str, spool: Any) -> None:
         self._stream = stream
         self._response = response
         self._request = request
+        self._spool = spool
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -249,6 +281,8 @@ class _Body:
 
     def close(self) -> None:
         self._stream.__exit__(None, None, None)
+        if self._spool is not None:
+            self._spool.close()
         if self._response.stderr:
             log.warning("%s: backend stderr: %s", self._request,
                         self._response.stderr.decode("utf-8", "replace").strip())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -86,6 +87,19 @@ def test_upload_streamed_through(uvicorn_app: str) -> None:
     status, _, body = fetch(uvicorn_app, "POST", "/php/upload", body=pieces,
                            headers={"Content-Length": str(len(data))})
     assert (status, body.decode()) == (200, f"{len(data)} {hashlib.sha256(data).hexdigest()}")
+
+
+def test_chunked_upload_gets_a_content_length(uvicorn_app: str) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    host, port = uvicorn_app.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=15)
+    try:
+        conn.request("POST", "/php/upload", body=(data[i : i + 50_000] for i in range(0, len(data), 50_000)),
+                     encode_chunked=True)
+        response = conn.getresponse()
+        assert response.read().decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+    finally:
+        conn.close()
 
 
 def test_large_response(uvicorn_app: str) -> None:
@@ -192,3 +206,33 @@ def test_wsgi_proxy(fpm: PhpFpm, tmp_path: Path, caplog: pytest.LogCaptureFixtur
         logs.close()
     dead = WSGIFastCGIProxy(f"unix:{tmp_path}/none.sock", document_root=str(EXAMPLE_PHP))
     assert Client(dead).get("/x.php").status_code == 502
+
+
+class _Unreadable(io.RawIOBase):
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("the proxy read a body that has no length and no end")
+
+
+def test_wsgi_body_without_length(fpm: PhpFpm) -> None:
+    proxy = WSGIFastCGIProxy(fpm.unix, document_root=str(EXAMPLE_PHP), script_filename="index.php")
+    statuses: list[str] = []
+
+    def call(environ: dict[str, Any]) -> bytes:
+        base = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": "/upload", "QUERY_STRING": "",
+                "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+        body = proxy({**base, **environ}, lambda status, headers: statuses.append(status))
+        try:
+            return b"".join(body)
+        finally:
+            body.close()  # type: ignore[attr-defined]
+
+    data = os.urandom(200_000)
+    try:
+        # a terminated input (chunked upload): spooled, and sent with its CONTENT_LENGTH
+        answer = call({"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True})
+        assert answer.decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+        # neither a length nor an end: not read at all (a read could wait forever)
+        assert call({"wsgi.input": _Unreadable()}) == f"0 {hashlib.sha256(b'').hexdigest()}".encode()
+        assert statuses == ["200 OK", "200 OK"]
+    finally:
+        proxy.close()

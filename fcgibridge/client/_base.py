@@ -290,20 +290,23 @@ def build_params(
 
 
 def body_length(body: Body) -> int | None:
-    """The byte length of a body when it is known in advance (bytes, a regular file)."""
+    """The byte length of a body when it is known in advance: bytes, or a seekable file
+    (from its position to its end)."""
     if body is None:
         return None
     if isinstance(body, bytes | bytearray | memoryview):
         return len(body)
-    fileno = getattr(body, "fileno", None)
-    if fileno is not None:
-        try:
-            info = os.fstat(fileno())
-            tell = getattr(body, "tell", None)
-            return info.st_size - (tell() if tell else 0) if info.st_size or tell else None
-        except (OSError, ValueError):
+    handle: Any = body
+    seekable = getattr(handle, "seekable", None)
+    try:
+        if seekable is None or not seekable():
             return None
-    return None
+        position = handle.tell()
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(position)
+    except (OSError, ValueError):
+        return None
+    return int(end - position)
 
 
 def iter_body(body: Body) -> Iterator[bytes]:
