@@ -76,6 +76,24 @@ def parse_socket_mode(text: str) -> int:
     return int(digits, 8)
 
 
+#: gunicorn's default access log line.
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+def _check_url_path(text: str) -> None:
+    if text and not text.startswith("/"):
+        raise ValueError(f"must be a path starting with /, got {text!r}")
+
+
+def _check_network(text: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"must be an IP address or a CIDR range such as 10.0.0.0/8 or ::1, got {text!r}") from None
+
+
 @dataclass
 class Config:
     """The server's options. Sizes are bytes, times seconds."""
@@ -138,6 +156,28 @@ class Config:
                               "default).", "--lua-version", choices=LUA_VERSIONS)
     config: str = option("", "TOML config file (default: fcgibridge.toml, or [tool.fcgibridge] in "
                          "pyproject.toml, in the current directory).", "-c", "--config", metavar="FILE")
+    # Operations: status, logs, socket ownership, peers, config commands.
+    status_path: str = option("", "Path (such as /status) answered by the server itself with its status, "
+                              "aggregated across workers: text, ?json, ?prometheus (off when empty).",
+                              "--status-path", metavar="PATH", validate=_check_url_path)
+    ping_path: str = option("", "Path (such as /ping) answered by the server itself with --ping-response "
+                            "(off when empty).", "--ping-path", metavar="PATH", validate=_check_url_path)
+    ping_response: str = option("pong", "Body of the answer to --ping-path.", "--ping-response", metavar="TEXT")
+    access_log: str = option("", "Access log file; - for stdout (off when empty).", "--access-log", metavar="FILE")
+    access_log_format: str = option(DEFAULT_ACCESS_LOG_FORMAT, "Access log line, with gunicorn's atoms "
+                                    "(%(h)s %(r)s %(s)s %(b)s %(D)s ...; see docs/operations.md).",
+                                    "--access-log-format", metavar="FORMAT")
+    log_config: str = option("", "Logging configuration: a .json or .toml dictConfig, or an ini fileConfig, "
+                             "applied after the built-in setup.", "--log-config", metavar="FILE")
+    socket_owner: str = option("", "Owner (user name or uid) of unix sockets.", "--socket-owner", metavar="USER")
+    socket_group: str = option("", "Group (name or gid) of unix sockets.", "--socket-group", metavar="GROUP")
+    allow_from: list[str] = option(  # noqa: RUF009
+        [], "TCP peers allowed to connect: IP addresses and CIDR ranges, IPv4 or IPv6; repeatable "
+        "(default: $FCGI_WEB_SERVER_ADDRS, else every peer). Unix socket peers are always allowed.",
+        "--allow-from", metavar="ADDRESS", validate=_check_network)
+    check_config: bool = option(False, "Load the configuration and import the app, print OK, and exit "
+                                "(status 2 on a mistake).", "--check-config")
+    print_config: bool = option(False, "Print the effective configuration as TOML and exit.", "--print-config")
 
 
 # --------------------------------------------------------------------------------------
