@@ -178,6 +178,23 @@ class Config:
     check_config: bool = option(False, "Load the configuration and import the app, print OK, and exit "
                                 "(status 2 on a mistake).", "--check-config")
     print_config: bool = option(False, "Print the effective configuration as TOML and exit.", "--print-config")
+    # Process management: recycling, timeouts, slow log, preload, reload on change.
+    max_requests: int = option(0, "A worker retires (gracefully, once its replacement is ready) after about "
+                               "this many requests; 0: never.", "--max-requests", minimum=0)
+    max_requests_jitter: int = option(0, "Adds 0 to this many requests, at random per worker, to "
+                                      "--max-requests, so workers do not all retire together.",
+                                      "--max-requests-jitter", minimum=0)
+    timeout: float = option(0.0, "A request running longer than this many seconds is ended (504, or its "
+                            "connection closed) and logged; a WSGI worker then gets replaced. 0: no limit.",
+                            "--timeout", minimum=0)
+    slowlog_timeout: float = option(0.0, "A request running longer than this many seconds gets the stack of its "
+                                    "thread written to --slowlog (PHP-FPM's request_slowlog_timeout); 0: off.",
+                                    "--slowlog-timeout", minimum=0)
+    slowlog: str = option("", "Slow log file (default: the error log).", "--slowlog", metavar="FILE")
+    preload: bool = option(False, "Import the app once in the parent, before forking the workers (a reload then "
+                           "keeps the old code).", "--preload")
+    reload: bool = option(False, "Development: restart the workers when a Python file under the current "
+                          "directory changes (needs the reload extra: pip install fcgibridge[reload]).", "--reload")
 
 
 # --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ from ..config import Config
 from ..errors import UserError
 from ..listeners import UnixAddress, open_listeners, parse_bind, peer_allowed, web_server_addrs
 from .asgi import LifespanFailure
-from .supervisor import BOOT_FAILED, Supervisor
+from .supervisor import BOOT_FAILED, READY, Supervisor
 from .worker import run_worker
 
 log = logging.getLogger("fcgibridge.server")
@@ -46,38 +47,102 @@ def load(config: Config) -> tuple[Any, str]:
 def run(config: Config) -> int:
     """Bind, load the app, and serve until stopped; returns the exit code.
 
-    With one worker everything runs in this process; with more, this process
-    supervises forked workers, each of which loads the app itself.
+    A supervisor forks the workers (each loads the app itself, unless ``--preload``) when
+    there is more than one, or when something needs a parent: ``--max-requests``,
+    ``--timeout`` (a stuck worker is replaced), ``--reload``. Otherwise everything runs in
+    this process, as mod_fcgid and spawn-fcgi expect.
     """
     listeners = open_listeners(config)
     own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
     try:
         for sock in listeners:
             log.info("listening on %s", describe(sock))
-        work = _worker_body(config, listeners)
-        if config.workers <= 1:
-            code = work(None)
+        preloaded = load_or_exit(config) if config.preload else None
+        if isinstance(preloaded, int):
+            return preloaded
+        work = _worker_body(config, listeners, preloaded)
+        if not needs_supervisor(config):
+            code = work(_notify_ready)
             _exit_past_stuck_threads(code, own_socket_files)
             return code
-        return Supervisor(config.workers, work, config.graceful_timeout).run()
+        return _supervise(config, work)
     finally:
         _remove_socket_files(own_socket_files)
 
 
-def _worker_body(config: Config, listeners: list[socket.socket]) -> Callable[..., int]:
-    """What each worker process runs: load the app, then serve until stopped."""
+def needs_supervisor(config: Config) -> bool:
+    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload)
+
+
+def _supervise(config: Config, work: Callable[..., int]) -> int:
+    def child(report: Callable[[bytes], None]) -> int:
+        return work(lambda: report(READY), report)
+
+    supervisor = Supervisor(config.workers, child, config.graceful_timeout,
+                            on_reopen=functools.partial(reopen_logs, config))
+    supervisor.on_started = _notify_ready
+    reloader = None
+    if config.reload:
+        from .reloader import Reloader
+
+        reloader = Reloader(Path.cwd())
+        reloader.start()
+    try:
+        return supervisor.run()
+    finally:
+        if reloader is not None:
+            reloader.stop()
+
+
+def _notify_ready() -> None:
+    """systemd ``Type=notify``: READY=1 once the (first) worker serves."""
+    sd_notify("READY=1")
+
+
+def sd_notify(state: str) -> bool:
+    """Send *state* to ``$NOTIFY_SOCKET`` (systemd); False when not started that way."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False
+    if address[0] == "@":  # an abstract socket
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state.encode(), address)
+        return True
+    return False
+
+
+def reopen_logs(config: Config) -> None:
+    """SIGUSR1 (logrotate): reopen ``--error-log`` so writes go to the new file."""
+    if config.error_log:
+        from ..cli import redirect_stderr
+
+        with contextlib.suppress(UserError):
+            redirect_stderr(config.error_log)
+
+
+def load_or_exit(config: Config) -> tuple[Any, str] | int:
+    try:
+        return load(config)
+    except UserError as exc:
+        print(f"fcgibridge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker_body(config: Config, listeners: list[socket.socket],
+                 preloaded: tuple[Any, str] | None = None) -> Callable[..., int]:
+    """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
     addrs = web_server_addrs(os.environ)
     allowed = None if addrs is None else (lambda peer: peer_allowed(peer, addrs))
 
     def work(on_ready: Callable[[], None] | None, report: Callable[[bytes], None] | None = None) -> int:
-        try:
-            app, interface = load(config)
-        except UserError as exc:
-            print(f"fcgibridge: error: {exc}", file=sys.stderr)
-            return 2
+        loaded = preloaded if preloaded is not None else load_or_exit(config)
+        if isinstance(loaded, int):
+            return loaded
+        app, interface = loaded
         try:
             return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready,
-                              report=report)
+                              report=report, reopen_logs=functools.partial(reopen_logs, config))
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return BOOT_FAILED

@@ -44,7 +44,7 @@ class ASGIAdapter:
 
     def start(self, stream: RequestStream) -> ASGIRequest:
         request = ASGIRequest(self, stream)
-        task = asyncio.get_running_loop().create_task(request.run())
+        task = request.task = asyncio.get_running_loop().create_task(request.run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return request
@@ -76,6 +76,7 @@ class ASGIRequest:
         self.head_sent = False
         self.complete = False
         self._wakeup = asyncio.Event()  # an Event, not one future: receive() may wait in several tasks
+        self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
 
     # ------------------------------------------------ RequestHandler (loop side)
 

@@ -73,12 +73,18 @@ class WorkerState:
     requests_served: int = 0
     stopping: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The worker's per-request hooks (--timeout, --max-requests): called as a request
+    #: starts (before the app) and once it is over.
+    on_start: Callable[[RequestStream], None] | None = None
+    on_done: Callable[[RequestStream], None] | None = None
 
-    def request_done(self) -> None:
+    def request_done(self, stream: RequestStream | None = None) -> None:
         self.active_requests -= 1
         self.requests_served += 1
         if self.active_requests == 0:
             self.idle.set()
+        if self.on_done is not None and stream is not None:
+            self.on_done(stream)
 
 
 class RequestStream:
@@ -273,6 +279,8 @@ class FastCGIProtocol(asyncio.Protocol):
         self.streams[event.request_id] = stream
         self.state.active_requests += 1
         self.state.idle.clear()
+        if self.state.on_start is not None:
+            self.state.on_start(stream)
         limit = self.state.max_body_size
         length = event.params.get("CONTENT_LENGTH", "")
         if limit and length.isascii() and length.isdigit() and int(length) > limit:
@@ -312,7 +320,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _forget(self, stream: RequestStream) -> None:
         if self.streams.pop(stream.request_id, None) is not None:
-            self.state.request_done()
+            self.state.request_done(stream)
         if stream in self._pausers:
             self.pause_for(stream, False)
 

@@ -1,20 +1,27 @@
 """One worker process: one event loop serving every listener until told to stop.
 
-SIGTERM or SIGINT starts a graceful stop: the listeners close, idle connections close,
-requests in flight finish (up to ``--graceful-timeout``), then the ASGI lifespan
-shutdown runs. A second signal stops at once.
+SIGTERM (or SIGUSR2, which its supervisor sends to retire it) starts a graceful stop:
+the listeners close, idle connections close, requests in flight finish (up to
+``--graceful-timeout``), then the ASGI lifespan shutdown runs. SIGINT or SIGQUIT, or a
+second stop signal, stops at once: every connection is dropped.
+
+Under a supervisor a worker may ask to be replaced (``R`` on its status pipe): on SIGHUP
+without a restart hook (a graceful reload), past ``--max-requests``, and after a WSGI
+request ran past ``--timeout``. It keeps serving until its replacement is ready and the
+supervisor retires it. SIGUSR1 reopens the log files.
 
 An accept-style app (:class:`~fcgibridge.accept.AcceptApp`, Lua included) has hooks:
 
 - ``start()`` runs before the worker serves; a non-zero return ends the worker with that
   exit code (and ``start function returned non-zero value: N`` in the log), an exception
   with exit code 3.
-- SIGHUP calls ``restart()`` between requests; without a ``restart`` hook HUP is logged
-  and ignored (it never kills the server).
+- SIGHUP calls ``restart()`` between requests; without a ``restart`` hook HUP asks the
+  supervisor for a reload (a single process without one logs and ignores it).
 - SIGTERM first calls ``stop()``. 0 (or nothing) goes on with the graceful stop; a
   non-zero value *vetoes* it: the worker logs it and keeps serving. The worker tells a
   supervising parent which way it went (``report``: ``b"S"`` stopping, ``b"V"`` veto), so
-  the parent neither waits for nor kills a worker that stays. SIGINT stops without asking.
+  the parent neither waits for nor kills a worker that stays. SIGINT, SIGQUIT and
+  SIGUSR2 stop without asking.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import signal
 import socket
 import threading
@@ -33,12 +41,17 @@ from asgiref.compatibility import guarantee_single_callable
 from ..accept import AcceptApp
 from ..config import Config
 from .asgi import ASGIAdapter, Lifespan
-from .connection import AppAdapter, FastCGIProtocol, WorkerState
+from .connection import AppAdapter, FastCGIProtocol, RequestStream, WorkerState
+from .timeouts import RequestTimeouts
 from .wsgi import WSGIAdapter
 
 log = logging.getLogger("fcgibridge.server")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Graceful stop (TERM asks a stop() hook first; USR2 is the supervisor retiring the worker).
+GRACEFUL_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+#: Fast stop.
+FAST_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
 
 #: Exit code of a worker whose start() hook raised.
 START_FAILED = 3
@@ -46,6 +59,7 @@ START_FAILED = 3
 #: What a worker tells its supervisor after SIGTERM (one byte on its status pipe).
 REPORT_STOPPING = b"S"
 REPORT_VETO = b"V"
+REPORT_REPLACE_ME = b"R"
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -71,10 +85,13 @@ def run_worker(
     allowed: Callable[[Any], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
     report: Callable[[bytes], None] | None = None,
+    reopen_logs: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; returns the process exit code."""
+    worker = Worker(config, listeners, app, interface, allowed)
+    worker.reopen_logs = reopen_logs
     with asyncio.Runner(loop_factory=functools.partial(new_event_loop, config.loop)) as runner:
-        return runner.run(Worker(config, listeners, app, interface, allowed).serve(on_ready, report))
+        return runner.run(worker.serve(on_ready, report))
 
 
 class Worker:
@@ -99,6 +116,12 @@ class Worker:
         self.script = app if isinstance(app, AcceptApp) else None
         self._report: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._fast = False  # a fast stop: drop everything, skip the graceful shutdown
+        self._replace_asked = False
+        self.reopen_logs: Callable[[], None] | None = None
+        jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
+        self.max_requests = config.max_requests + jitter if config.max_requests else 0
+        self.timeouts: RequestTimeouts | None = None
 
     def _adapter(self) -> AppAdapter:
         config = self.config
@@ -130,6 +153,7 @@ class Worker:
                                          max_params_size=config.max_params_size,
                                          max_body_size=config.max_body_size, allowed=self.allowed)
         state.idle.set()
+        self._install_hooks(state)
         for sock in self.listeners:
             factory = functools.partial(FastCGIProtocol, state)
             if sock.family == socket.AF_UNIX:
@@ -140,12 +164,37 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             for signum in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.add_signal_handler(signum, self._on_signal, signum)
+            loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
         log.info("worker ready, serving %s app %s", self.interface.upper(), config.app)
         if on_ready is not None:
             on_ready()
         await self._stop.wait()
+        if self.timeouts is not None:
+            self.timeouts.close()
+        if self._fast:
+            self._close_servers()
+            return 0
         await self._shutdown(adapter)
         return 0
+
+    def _install_hooks(self, state: WorkerState) -> None:
+        """--timeout and the slow log, --max-requests: per-request hooks of the connections."""
+        config = self.config
+        if config.timeout or config.slowlog_timeout:
+            self.timeouts = RequestTimeouts(config, state, self._timed_out)
+            state.on_start = self.timeouts.started
+            state.on_done = self.timeouts.done
+        if self.max_requests:
+            on_done = state.on_done
+
+            def count(stream: RequestStream) -> None:
+                if on_done is not None:
+                    on_done(stream)
+                if state.requests_served >= self.max_requests and not self._replace_asked:
+                    log.info("served %d requests (--max-requests): asking for a replacement", state.requests_served)
+                    self._ask_replacement()
+
+            state.on_done = count
 
     @staticmethod
     def _start_script(script: AcceptApp) -> int:
@@ -163,18 +212,42 @@ class Worker:
             self._on_hup()
             return
         self._signals += 1
-        if self._signals == 1:
-            if signum == signal.SIGTERM and self.script is not None and self.script.has_hook("stop"):
-                self._spawn(self._ask_stop())
-                return
-            self._begin_stop(signum)
-        else:
-            log.info("%s again: stopping now", signal.Signals(signum).name)
+        if signum in FAST_SIGNALS or self._signals > 1:
+            log.info("%s%s: stopping now", signal.Signals(signum).name, " again" if self._signals > 1 else "")
             self._tell(REPORT_STOPPING)
+            self._fast = True
             self._stop.set()
+            self._close_servers()
             assert self.state is not None
+            self.state.stopping = True
             for conn in list(self.state.connections):
                 conn._lose()
+            return
+        if signum == signal.SIGTERM and self.script is not None and self.script.has_hook("stop"):
+            self._spawn(self._ask_stop())
+            return
+        self._begin_stop(signum)
+
+    def _on_usr1(self) -> None:
+        log.info("SIGUSR1: reopening the log files")
+        if self.reopen_logs is not None:
+            self.reopen_logs()
+
+    def _ask_replacement(self) -> None:
+        """Ask the supervisor for a successor; keep serving until it retires this worker."""
+        if self._replace_asked or self._report is None:
+            return
+        self._replace_asked = True
+        self._tell(REPORT_REPLACE_ME)
+
+    def _timed_out(self, stream: RequestStream) -> None:
+        """A request ran past --timeout and was ended; a WSGI thread cannot be interrupted."""
+        if self.state is not None and isinstance(self.state.adapter, WSGIAdapter):
+            self._ask_replacement()
+
+    def _close_servers(self) -> None:
+        for server in self.servers:
+            server.close()
 
     def _begin_stop(self, signum: int) -> None:
         log.info("%s: finishing requests in flight, then stopping", signal.Signals(signum).name)
@@ -213,8 +286,13 @@ class Worker:
     def _on_hup(self) -> None:
         if self.script is not None and self.script.has_hook("restart"):
             self._spawn(self._restart())
+        elif self._report is not None:
+            if not self._replace_asked:
+                log.info("SIGHUP: asking for a replacement (graceful reload)")
+            self._ask_replacement()
         else:
-            log.info("SIGHUP ignored: graceful reload is not implemented yet, and the app has no restart function")
+            log.info("SIGHUP ignored: a single process cannot reload (run with a supervisor: -w 2 or more, "
+                     "--max-requests, --timeout or --reload), and the app has no restart function")
 
     async def _restart(self) -> None:
         assert self.script is not None
@@ -238,8 +316,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.graceful_timeout
         state.stopping = True
-        for server in self.servers:
-            server.close()
+        self._close_servers()
         for conn in list(state.connections):
             conn.close_if_idle()
         try:

@@ -143,6 +143,7 @@ class WSGIRequest:
         self._blocked = False
         self._gone = False
         self._inline = False
+        self.thread_id = 0  # the thread running the app (the slow log prints its stack)
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -177,6 +178,7 @@ class WSGIRequest:
 
     def run(self) -> None:
         """Call the app (in a pool thread, or inline on the loop in sync mode)."""
+        self.thread_id = threading.get_ident()
         if self._gone:  # aborted (or refused) while waiting for a thread: the app need not run
             self.body.close()
             return

@@ -1,0 +1,144 @@
+"""Per-request time limits of one worker: ``--timeout`` and the slow log.
+
+``--timeout``: a timer on the event loop per request. When it fires the request is
+ended — 504 if nothing was sent yet, else its END_REQUEST with app status 1 — and the
+event is logged with the request line. An ASGI call is cancelled. A WSGI thread cannot
+be interrupted: its output is thrown away from then on, and the worker asks its
+supervisor for a replacement, so a thread stuck for good leaves with its worker.
+
+Slow log (PHP-FPM's ``request_slowlog_timeout``): a watchdog thread, woken by a
+condition at the earliest deadline (it never polls), writes the Python stack of the
+thread serving a request that is still running past ``--slowlog-timeout`` to
+``--slowlog`` (or the error log). The request keeps running. It is a thread of its own
+so that it also sees requests that block the event loop (``--sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from .connection import RequestStream, WorkerState
+
+log = logging.getLogger("fcgibridge.server")
+
+
+def request_line(stream: RequestStream) -> str:
+    params = stream.params
+    return f"{params.get('REQUEST_METHOD', '?')} {params.get('REQUEST_URI', params.get('SCRIPT_NAME', '?'))}"
+
+
+class RequestTimeouts:
+    """Both limits for one worker; its hooks are ``WorkerState.on_start`` / ``on_done``."""
+
+    def __init__(self, config: Config, state: WorkerState, on_timeout: Callable[[RequestStream], None]) -> None:
+        self.timeout = config.timeout
+        self.state = state
+        self.on_timeout = on_timeout
+        self.loop = asyncio.get_running_loop()
+        self.timers: dict[RequestStream, asyncio.TimerHandle] = {}
+        self.slowlog: SlowLog | None = None
+        if config.slowlog_timeout:
+            self.slowlog = SlowLog(config.slowlog_timeout, config.slowlog)
+
+    def started(self, stream: RequestStream) -> None:
+        if self.timeout:
+            self.timers[stream] = self.loop.call_later(self.timeout, self._expired, stream)
+        if self.slowlog is not None:
+            self.slowlog.watch(stream)
+
+    def done(self, stream: RequestStream) -> None:
+        timer = self.timers.pop(stream, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expired(self, stream: RequestStream) -> None:
+        self.timers.pop(stream, None)
+        if stream.closed:
+            return
+        handler = stream._handler
+        log.error("request timed out after %g s (--timeout), ended: %s", self.timeout, request_line(stream))
+        task: asyncio.Task[None] | None = getattr(handler, "task", None)
+        stream.fail(504, "Gateway Timeout")
+        if task is not None:
+            task.cancel()
+        else:
+            self.on_timeout(stream)
+
+    def close(self) -> None:
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        if self.slowlog is not None:
+            self.slowlog.close()
+
+
+class SlowLog:
+    """The watchdog thread: a heap of (deadline, request) and a condition to wait on."""
+
+    def __init__(self, threshold: float, path: str) -> None:
+        self.threshold = threshold
+        self.path = path
+        self.heap: list[tuple[float, int, RequestStream]] = []
+        self.counter = itertools.count()
+        self.cond = threading.Condition()
+        self.closed = False
+        self.loop_thread = threading.get_ident()
+        self.thread = threading.Thread(target=self._run, name="fcgibridge-slowlog", daemon=True)
+        self.thread.start()
+
+    def watch(self, stream: RequestStream) -> None:
+        with self.cond:
+            first = not self.heap
+            heapq.heappush(self.heap, (time.monotonic() + self.threshold, next(self.counter), stream))
+            if first:
+                self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and (not self.heap or self.heap[0][0] > time.monotonic()):
+                    self.cond.wait(self.heap[0][0] - time.monotonic() if self.heap else None)
+                if self.closed:
+                    return
+                _, _, stream = heapq.heappop(self.heap)
+            if not stream.closed:
+                with contextlib.suppress(Exception):  # the slow log must never hurt the worker
+                    self._write(stream)
+
+    def _write(self, stream: RequestStream) -> None:
+        handler: Any = stream._handler
+        task: asyncio.Task[None] | None = getattr(handler, "task", None)
+        if task is not None:  # ASGI: the coroutine's own stack, not the event loop's
+            frames = [(frame, frame.f_lineno) for frame in task.get_stack()]
+            stack = "".join(traceback.StackSummary.extract(iter(frames)).format())
+        else:
+            thread_id = getattr(handler, "thread_id", 0) or self.loop_thread
+            frame = sys._current_frames().get(thread_id)
+            if frame is None:
+                return
+            stack = "".join(traceback.format_stack(frame))
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        text = (f"[{when}] [pid {os.getpid()}] request running for more than {self.threshold:g} s: "
+                f"{request_line(stream)}\n{stack}\n")
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(text)
+        else:
+            log.warning("%s", text.rstrip("\n"))
