@@ -11,7 +11,9 @@ A user mistake anywhere (:class:`~fcgibridge.errors.UserError`) ends the command
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -20,12 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import __version__
 from .config import Config, load_config
 from .errors import UserError
+from .logs import LOG_FORMAT, configure_logging, redirect_stderr, setup_logging
 
-__all__ = ["LOG_FORMAT", "configure_logging", "main", "request_parser"]
+__all__ = ["LOG_FORMAT", "configure_logging", "main", "redirect_stderr", "request_parser"]
 
-LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 
 #: Exit status for a user mistake, as argparse uses for a usage error.
 USER_ERROR_STATUS = 2
@@ -59,9 +62,12 @@ def _exit_status(exc: SystemExit) -> int:
 
 def _serve(argv: list[str]) -> int:
     config = load_config(argv, os.environ, Path.cwd())
-    if config.error_log:
-        redirect_stderr(config.error_log)
-    configure_logging(config.log_level)
+    if config.print_config:
+        print(config_as_toml(config), end="")
+        return 0
+    setup_logging(config.log_level, config.error_log, config.log_config)
+    if config.check_config:
+        return _check_config(config)
     # Imported only now: neither --help nor a config mistake should pay for the server's imports.
     cgi_mode = importlib.import_module("fcgibridge.cgi_mode")
     if config.cgi or cgi_mode.is_cgi_invocation(os.environ):
@@ -71,40 +77,48 @@ def _serve(argv: list[str]) -> int:
     # server while the app loads. A Python-level handler, unlike SIG_IGN, is not inherited
     # by programs the app runs.
     signal.signal(signal.SIGHUP, lambda *_: None)
+    if config.status_path or config.ping_path or config.access_log or config.allow_from:
+        # Status, ping, access log and --allow-from, set up before any worker forks.
+        configure_ops: Callable[[Config], None] = importlib.import_module("fcgibridge.server.status").configure
+        configure_ops(config)
     run: Callable[[Config], int] = importlib.import_module("fcgibridge.server").run
     return run(config)
 
 
-def redirect_stderr(path: str) -> None:
-    """``--error-log``/``ERRLOG``: file descriptor 2 appends to *path*, so the log,
-    tracebacks and whatever scripts print all land there."""
+def _check_config(config: Config) -> int:
+    """``--check-config``: the config loaded (that is done), the app imports, the access log
+    format works; prints OK. Any mistake is a :class:`UserError` (exit status 2)."""
+    from .server import load
+    from .server.accesslog import AccessLog
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise UserError(f"cannot open the error log {path}: {exc.strerror}") from None
-    sys.stderr.flush()
-    os.dup2(fd, 2)
-    os.close(fd)
+        AccessLog(config.access_log_format, logging.getLogger("fcgibridge.access")).check()
+    except ValueError as exc:
+        raise UserError(f"--access-log-format: {exc}") from None
+    _, interface = load(config)
+    print(f"OK: {config.app} ({interface.upper()} app)" + (f", config file {config.config}" if config.config else ""))
+    return 0
 
 
-_HANDLER_NAME = "fcgibridge.cli"
+def config_as_toml(config: Config) -> str:
+    """``--print-config``: every option's effective value, as a TOML file that ``-c``
+    takes back (``config`` itself, and the two config commands, left out)."""
+    lines = [f"# fcgibridge {__version__}: the effective configuration"]
+    for fld in dataclasses.fields(config):
+        if fld.name in ("config", "check_config", "print_config"):
+            continue
+        lines.append(f"{fld.name} = {_toml_value(getattr(config, fld.name))}")
+    return "\n".join(lines) + "\n"
 
 
-def configure_logging(level: str) -> None:
-    """Send the ``fcgibridge`` loggers to stderr at *level*, in the one fcgibridge format.
-
-    Only the ``fcgibridge`` logger tree is touched (the app's logging is the app's own);
-    calling this again replaces the handler instead of adding a second one.
-    """
-    logger = logging.getLogger("fcgibridge")
-    for handler in [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
 # fcgibridge request

@@ -51,6 +51,7 @@ DEFAULT_BIND = "127.0.0.1:9000"
 SYSTEMD_FIRST_FD = 3
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
 
@@ -147,6 +148,7 @@ def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None =
         mode = parse_socket_mode(config.socket_mode)
     except ValueError as exc:
         raise UserError(f"--socket-mode {exc}") from None
+    owner = socket_owner(config.socket_owner, config.socket_group)
 
     if config.bind:
         addresses = [parse_bind(text) for text in config.bind]  # every typo before any bind
@@ -155,7 +157,7 @@ def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None =
             if address in seen:
                 raise UserError(f"bind address {address} is given twice")
             seen.add(address)
-        return _open_all(addresses, config.backlog, mode)
+        return _open_all(addresses, config.backlog, mode, owner)
 
     inherited = _systemd_listeners(env)
     if inherited:
@@ -163,10 +165,11 @@ def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None =
     stdin = _stdin_listener()
     if stdin is not None:
         return [stdin]
-    return _open_all([parse_bind(DEFAULT_BIND)], config.backlog, mode)
+    return _open_all([parse_bind(DEFAULT_BIND)], config.backlog, mode, owner)
 
 
-def _open_all(addresses: list[BindAddress], backlog: int, mode: int) -> list[socket.socket]:
+def _open_all(addresses: list[BindAddress], backlog: int, mode: int,
+              owner: tuple[int, int] = (-1, -1)) -> list[socket.socket]:
     opened: list[tuple[socket.socket, bool]] = []  # (socket, whether we created it)
     try:
         for address in addresses:
@@ -174,7 +177,7 @@ def _open_all(addresses: list[BindAddress], backlog: int, mode: int) -> list[soc
                 case TcpAddress():
                     opened.append((_open_tcp(address, backlog), True))
                 case UnixAddress():
-                    opened.append((_open_unix(address, backlog, mode), True))
+                    opened.append((_open_unix(address, backlog, mode, owner), True))
                 case FdAddress():
                     opened.append((_adopt(address.fd, str(address)), False))
     except BaseException:
@@ -217,7 +220,7 @@ def _open_tcp(address: TcpAddress, backlog: int) -> socket.socket:
     return sock
 
 
-def _open_unix(address: UnixAddress, backlog: int, mode: int) -> socket.socket:
+def _open_unix(address: UnixAddress, backlog: int, mode: int, owner: tuple[int, int] = (-1, -1)) -> socket.socket:
     _remove_stale_socket(address)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -227,6 +230,8 @@ def _open_unix(address: UnixAddress, backlog: int, mode: int) -> socket.socket:
         raise _bind_error(address, exc) from None
     try:
         os.chmod(address.path, mode)
+        if owner != (-1, -1):
+            os.chown(address.path, *owner)
         sock.listen(backlog)
     except OSError as exc:
         _close_listener(sock)
@@ -354,6 +359,28 @@ def _systemd_listeners(environ: MutableMapping[str, str]) -> list[socket.socket]
 # Which peers may talk to us.
 
 
+def socket_owner(user: str, group: str) -> tuple[int, int]:
+    """The uid and gid of ``--socket-owner`` and ``--socket-group`` (names or numbers;
+    -1 for one not given), for ``os.chown`` of unix sockets after binding."""
+    import grp
+    import pwd
+
+    uid = gid = -1
+    if user:
+        try:
+            uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise UserError(f"--socket-owner: no user named {user!r} on this system; give a user name or a uid"
+                            ) from None
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UserError(f"--socket-group: no group named {group!r} on this system; give a group name or a gid"
+                            ) from None
+    return uid, gid
+
+
 def web_server_addrs(environ: Mapping[str, str]) -> frozenset[IPAddress] | None:
     """The addresses in ``FCGI_WEB_SERVER_ADDRS``, or None when it is unset or blank.
 
@@ -382,7 +409,7 @@ def web_server_addrs(environ: Mapping[str, str]) -> frozenset[IPAddress] | None:
     return frozenset(addresses)
 
 
-def peer_allowed(peername: object, allowed: frozenset[IPAddress] | None) -> bool:
+def peer_allowed(peername: object, allowed: frozenset[IPAddress] | frozenset[IPNetwork] | None) -> bool:
     """Whether a connection from *peername* (as ``getpeername()`` gives it) may be served.
 
     Unix socket peers (a ``str`` or ``bytes`` name) are always allowed: the file's
@@ -397,7 +424,10 @@ def peer_allowed(peername: object, allowed: frozenset[IPAddress] | None) -> bool
         address = ipaddress.ip_address(peername[0])
     except ValueError:
         return False
-    return _plain(address) in allowed
+    address = _plain(address)
+    if address in allowed:
+        return True
+    return any(isinstance(net, IPNetwork) and address in net for net in allowed)
 
 
 def _plain(address: IPAddress) -> IPAddress:

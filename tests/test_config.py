@@ -225,7 +225,7 @@ def test_unknown_dashed_key_suggests_the_closest(tmp_path: Path) -> None:
 def test_unknown_key_without_a_close_one_lists_them(tmp_path: Path) -> None:
     write(tmp_path / "fcgibridge.toml", "[server]\nport = 1\n")
     message = error(tmp_path)
-    assert "unknown option 'server'; the known ones are access_log, access_log_format, allow_from, app, args," in message
+    assert "unknown option 'server'; the known ones are access_log, access_log_format, allow_from, app," in message
 
 
 def test_unknown_key_in_pyproject(tmp_path: Path) -> None:
@@ -246,7 +246,8 @@ def test_unknown_environment_variable_suggests_the_closest(tmp_path: Path) -> No
 
 def test_unknown_environment_variable_without_a_close_one(tmp_path: Path) -> None:
     message = error(tmp_path, env={"FCGIBRIDGE_XYZZY": "1"})
-    assert message.startswith("unknown environment variable FCGIBRIDGE_XYZZY; the known ones are FCGIBRIDGE_ACCESS_LOG,")
+    assert message.startswith("unknown environment variable FCGIBRIDGE_XYZZY; the known ones are "
+                              "FCGIBRIDGE_ACCESS_LOG,")
 
 
 def test_unknown_command_line_option_suggests_the_closest(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ from ..protocol import (
 
 log = logging.getLogger("fcgibridge.server")
 
+#: Set by :func:`fcgibridge.server.status.configure` (status, ping, access log,
+#: --allow-from): called with every new :class:`WorkerState`. None: nothing to add.
+state_hook: Callable[[WorkerState], None] | None = None
+
 #: How long a connection without KEEP_CONN keeps reading a request body nobody wants
 #: before it closes anyway (DESIGN.md: drain the body before closing).
 DRAIN_TIMEOUT = 10.0
@@ -58,6 +62,19 @@ class AppAdapter(Protocol):
     def start(self, stream: RequestStream) -> RequestHandler: ...
 
 
+class RequestObserver(Protocol):
+    """Status page, ping and access log (:mod:`fcgibridge.server.status`); None when all are off."""
+
+    stream_class: type[RequestStream]
+
+    def connection_made(self) -> None: ...
+
+    def request_started(self, stream: RequestStream) -> bool:
+        """Book a request; True when the observer answered it itself (status, ping)."""
+
+    def request_done(self, stream: RequestStream) -> None: ...
+
+
 @dataclass
 class WorkerState:
     """What every connection of one worker process shares."""
@@ -73,10 +90,15 @@ class WorkerState:
     requests_served: int = 0
     stopping: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    observer: RequestObserver | None = None  # status, ping, access log
     #: The worker's per-request hooks (--timeout, --max-requests): called as a request
     #: starts (before the app) and once it is over.
     on_start: Callable[[RequestStream], None] | None = None
     on_done: Callable[[RequestStream], None] | None = None
+
+    def __post_init__(self) -> None:
+        if state_hook is not None:
+            state_hook(self)
 
     def request_done(self, stream: RequestStream | None = None) -> None:
         self.active_requests -= 1
@@ -210,6 +232,8 @@ class FastCGIProtocol(asyncio.Protocol):
             transport.abort()
             return
         state.connections.add(self)
+        if state.observer is not None:
+            state.observer.connection_made()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -275,12 +299,16 @@ class FastCGIProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ requests
 
     def _start(self, event: RequestStarted) -> None:
-        stream = RequestStream(self, event.request_id, event.role, event.keep_conn, event.params)
+        observer = self.state.observer
+        stream = (RequestStream if observer is None else observer.stream_class)(
+            self, event.request_id, event.role, event.keep_conn, event.params)
         self.streams[event.request_id] = stream
         self.state.active_requests += 1
         self.state.idle.clear()
         if self.state.on_start is not None:
             self.state.on_start(stream)
+        if observer is not None and observer.request_started(stream):
+            return
         limit = self.state.max_body_size
         length = event.params.get("CONTENT_LENGTH", "")
         if limit and length.isascii() and length.isdigit() and int(length) > limit:
@@ -321,6 +349,8 @@ class FastCGIProtocol(asyncio.Protocol):
     def _forget(self, stream: RequestStream) -> None:
         if self.streams.pop(stream.request_id, None) is not None:
             self.state.request_done(stream)
+            if self.state.observer is not None:
+                self.state.observer.request_done(stream)
         if stream in self._pausers:
             self.pause_for(stream, False)
 

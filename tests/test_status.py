@@ -1,0 +1,100 @@
+"""The status and ping pages, on real server processes (``--status-path``, ``--ping-path``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fcgibridge.client import FastCGIClient
+from tests.support import free_port, run_fcgibridge
+
+APP = "tests.apps.ops_app:app"
+
+
+def status(address: str, query: str = "json", path: str = "/status") -> Any:
+    response = FastCGIClient(address).request("GET", f"{path}?{query}" if query else path)
+    assert response.status == 200
+    return json.loads(response.body) if query == "json" else response
+
+
+def test_status_adds_up_both_workers_and_ping_answers() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--status-path", "/status", "--ping-path", "/ping",
+                        address=address):
+        client = FastCGIClient(address)  # a new connection per request: the kernel spreads them
+        pids: dict[str, int] = {}
+        deadline = time.monotonic() + 15
+        while len(pids) < 2 or sum(pids.values()) < 10:
+            assert time.monotonic() < deadline, pids
+            pid = client.request("GET", "/pid").body.decode().split()[1]
+            pids[pid] = pids.get(pid, 0) + 1
+        ping = client.request("GET", "/ping")
+        assert (ping.status, ping.body) == (200, b"pong\n")
+        assert "no-cache" in ping.headers.get("cache-control")
+
+        report = status(address)
+        served_before = sum(pids.values()) + 1  # and the ping; the status request is in flight
+        assert report["total_workers"] == 2
+        assert {str(w["pid"]) for w in report["workers"]} == set(pids)
+        assert report["requests_served"] == served_before
+        assert report["accepted_conn"] == served_before + 2  # with this one and the test's readiness probe
+        assert sum(w["requests"] for w in report["workers"]) == served_before
+        assert report["in_flight_requests"] == 1  # this one
+        assert (report["active_workers"], report["idle_workers"]) == (1, 1)
+        busy = next(w for w in report["workers"] if w["state"] == "busy")
+        assert busy["request_uri"] == "/status?json"
+        assert report["listen_queue"] == 0 and report["listen_queue_len"] == 1024
+        assert 0 <= report["start_since"] < 60 and report["slow_requests"] == 0
+
+        text = status(address, "").body.decode()
+        assert f"requests_served:     {served_before + 1}" in text
+        assert "total_workers:       2" in text and text.count("pid:") == 2
+
+        prom = status(address, "prometheus")
+        assert prom.headers.get("content-type").startswith("text/plain; version=0.0.4")
+        body = prom.body.decode()
+        assert "# TYPE fcgibridge_requests_served_total counter" in body
+        assert f"fcgibridge_requests_served_total {served_before + 2}" in body
+        for pid in pids:
+            assert f'fcgibridge_worker_requests_total{{pid="{pid}"}}' in body
+        assert json.loads(status(address, "format=json").body)["total_workers"] == 2
+        assert status(address, "format=prometheus").body.startswith(b"# HELP")
+
+
+def test_status_shows_requests_in_flight_with_their_uri_and_duration_in_one_process() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "--status-path", "/fpm-status", "--slowlog-timeout", "0.3",
+                        address=address):
+        client = FastCGIClient(address)
+        slow = threading.Thread(target=client.request, args=("GET", "/slow?s=0.8"))
+        slow.start()
+        try:
+            time.sleep(0.4)
+            report = status(address, path="/fpm-status")
+        finally:
+            slow.join()
+        assert report["total_workers"] == 1
+        assert report["in_flight_requests"] == 2
+        (worker,) = report["workers"]
+        assert worker["state"] == "busy" and worker["in_flight"] == 2
+        after = status(address, path="/fpm-status")
+        assert after["slow_requests"] == 1
+        assert after["workers"][0]["requests"] == 2
+
+
+def test_status_is_off_by_default_and_matches_script_name_too(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, address=address):
+        assert FastCGIClient(address).request("GET", "/status").body.startswith(b"app ")
+    sock = tmp_path / "s.sock"
+    address = f"unix:{sock}"
+    with run_fcgibridge(APP, "-b", address, "--status-path", "/status", address=address):
+        # nginx with plain fastcgi_params: SCRIPT_NAME is the path; no REQUEST_URI here
+        response = FastCGIClient(address).request(
+            "GET", "/other", params={"REQUEST_URI": "", "SCRIPT_NAME": "/status", "PATH_INFO": "",
+                                     "QUERY_STRING": "json"})
+        report = json.loads(response.body)
+        assert report["listen_queue"] is None and report["listen_queue_len"] is None  # unix sockets do not tell
