@@ -19,7 +19,15 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["LOG_FORMAT", "apply_log_config", "configure_logging", "redirect_stderr", "reopen_logs", "setup_logging"]
+__all__ = [
+    "LOG_FORMAT",
+    "apply_log_config",
+    "configure_logging",
+    "redirect_stderr",
+    "reopen_file_handlers",
+    "reopen_logs",
+    "setup_logging",
+]
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 
@@ -101,6 +109,11 @@ def reopen_logs() -> None:
     stderr, and each :class:`logging.FileHandler` of any logger."""
     if _error_log:
         redirect_stderr(_error_log)
+    reopen_file_handlers()
+
+
+def reopen_file_handlers() -> None:
+    """Reopen the file of every :class:`logging.FileHandler` of any logger."""
     loggers: list[logging.Logger] = [logging.getLogger()]
     loggers += [obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)]
     for logger in loggers:

@@ -76,3 +76,43 @@ def test_bad_format_is_a_user_error_at_check_config(tmp_path: Path) -> None:
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 2
     assert "--access-log-format: bad access log format" in result.stderr
+
+
+def test_usr1_reopens_the_access_log_in_every_worker(tmp_path: Path) -> None:
+    import signal
+
+    log = tmp_path / "access.log"
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--access-log", str(log), address=address) as proc:
+        deadline = time.monotonic() + 10
+        while process_log(proc).count("worker ready") < 2:  # both handle USR1 from then on
+            assert time.monotonic() < deadline, process_log(proc)
+            time.sleep(0.05)
+        client = FastCGIClient(address)
+        client.request("GET", "/before")
+        assert len(wait_lines(log, 1)) == 1
+        log.rename(tmp_path / "access.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while process_log(proc).count("SIGUSR1: reopening the log files") < 3:  # the parent and both workers
+            assert time.monotonic() < deadline, process_log(proc)
+            time.sleep(0.05)
+        for _ in range(10):  # new connections: both workers answer some
+            client.request("GET", "/after")
+        lines = wait_lines(log, 10)
+    assert len(lines) == 10 and all("GET /after" in line for line in lines)
+    assert (tmp_path / "access.log.1").read_text().count("GET /before") == 1
+
+
+def test_an_aborted_request_is_logged_without_a_status(tmp_path: Path) -> None:
+    from tests.support import RawConnection
+
+    log = tmp_path / "access.log"
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "--access-log", str(log), "--access-log-format", "%(U)s %(s)s %(B)s",
+                        address=address):
+        with RawConnection(address) as conn:
+            request_id = conn.begin("GET", "/slow?s=0.3", body=b"")
+            conn.abort(request_id)
+            conn.wait_end(request_id)
+        assert wait_lines(log, 1) == ["/slow - 0"]

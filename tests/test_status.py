@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fcgibridge.client import FastCGIClient
 from tests.support import free_port, run_fcgibridge
 
@@ -98,3 +100,30 @@ def test_status_is_off_by_default_and_matches_script_name_too(tmp_path: Path) ->
                                      "QUERY_STRING": "json"})
         report = json.loads(response.body)
         assert report["listen_queue"] is None and report["listen_queue_len"] is None  # unix sockets do not tell
+
+
+@pytest.mark.e2e
+def test_status_ping_and_access_log_through_nginx(nginx_factory: Any, tmp_path: Path) -> None:
+    from tests.nginx import Location
+
+    backend = f"127.0.0.1:{free_port()}"
+    access = tmp_path / "access.log"
+    with run_fcgibridge(APP, "-b", backend, "-w", "2", "--status-path", "/status", "--ping-path", "/ping",
+                        "--access-log", str(access), "--access-log-format", "%(h)s %(r)s %(s)s %({host}i)s",
+                        address=backend):
+        nginx = nginx_factory(Location(backend, "= /status"), Location(backend, "= /ping"), Location(backend, "/"))
+        assert nginx.get("/ping").body == b"pong\n"
+        for _ in range(6):
+            assert nginx.get("/pid").status == 200
+        reply = nginx.get("/status?json")
+        assert reply.status == 200 and reply.headers["Content-Type"] == "application/json"
+        report = json.loads(reply.body)
+        assert report["total_workers"] == 2 and report["requests_served"] == 7
+        text = nginx.get("/status").body.decode()
+        assert text.startswith("start_time:") and "total_workers:       2" in text
+        deadline = time.monotonic() + 5
+        while access.read_text().count("\n") < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = access.read_text().splitlines()
+    assert lines[0].startswith("127.0.0.1 GET /ping HTTP/1.1 200 127.0.0.1")  # the Host header nginx passed
+    assert sum("GET /pid HTTP/1.1 200" in line for line in lines) == 6

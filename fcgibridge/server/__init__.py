@@ -119,6 +119,9 @@ def reopen_logs(config: Config) -> None:
 
         with contextlib.suppress(UserError):
             redirect_stderr(config.error_log)
+    from ..logs import reopen_file_handlers
+
+    reopen_file_handlers()  # the access log and --log-config files
 
 
 def load_or_exit(config: Config) -> tuple[Any, str] | int:

@@ -51,8 +51,11 @@ def setup_access_logger(target: str) -> logging.Logger:
     return logger
 
 
-def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    """The status and the headers (lower-case names) of a CGI response head."""
+def parse_head(head: bytes) -> tuple[int | None, dict[str, str]]:
+    """The status and the headers (lower-case names) of a CGI response head; no status
+    when there is no head (the request was aborted before any response)."""
+    if not head:
+        return None, {}
     end = head.find(b"\r\n\r\n")
     if end < 0:
         end = head.find(b"\n\n")
@@ -62,7 +65,7 @@ def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         name, colon, value = line.partition(":")
         if colon:
             headers.setdefault(name.strip().lower(), value.strip())
-    status = 200
+    status: int | None = 200
     raw = headers.get("status", "")
     if raw[:3].isdigit():
         status = int(raw[:3])
@@ -126,7 +129,7 @@ class _Atoms(Mapping[str, str]):
             case "H":
                 return p.get("SERVER_PROTOCOL")
             case "s":
-                return str(self.status)
+                return None if self.status is None else str(self.status)
             case "B":
                 return str(self.body_bytes)
             case "b":

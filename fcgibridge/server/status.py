@@ -41,7 +41,7 @@ HEAD_LIMIT = 8192
 class ObservedStream(RequestStream):
     """A request stream that remembers when it started, its response head and its size."""
 
-    __slots__ = ("head", "sent", "t0", "wall")
+    __slots__ = ("booked", "duration", "head", "head_done", "sent", "t0", "wall")
 
     def __init__(self, conn: FastCGIProtocol, request_id: int, role: Any, keep_conn: bool,
                  params: dict[str, str]) -> None:
@@ -49,7 +49,10 @@ class ObservedStream(RequestStream):
         self.t0 = time.monotonic()
         self.wall = time.time()
         self.head = b""
+        self.head_done = False
         self.sent = 0
+        self.booked = False
+        self.duration = 0.0
 
     def write(self, data: bytes) -> None:
         super().write(data)
@@ -58,12 +61,18 @@ class ObservedStream(RequestStream):
     def end(self, data: bytes = b"", app_status: int = 0) -> None:
         if not self.closed:
             self._count(data)
+            observer = self._conn.state.observer
+            if isinstance(observer, Observer):
+                # The scoreboard first: once the web server has the answer, a status
+                # request it sends next (to any worker) must count this one as served.
+                observer.book(self)
         super().end(data, app_status)
 
     def _count(self, data: bytes) -> None:
         self.sent += len(data)
-        if len(self.head) < HEAD_LIMIT and b"\r\n\r\n" not in self.head:
+        if not self.head_done:
             self.head += data[: HEAD_LIMIT - len(self.head)]
+            self.head_done = len(self.head) >= HEAD_LIMIT or b"\r\n\r\n" in self.head or b"\n\n" in self.head
 
 
 def request_paths(params: dict[str, str]) -> tuple[str, str]:
@@ -110,14 +119,21 @@ class Observer:
                 return True
         return False
 
-    def request_done(self, stream: RequestStream) -> None:
-        assert isinstance(stream, ObservedStream)
-        duration = time.monotonic() - stream.t0
+    def book(self, stream: ObservedStream) -> None:
+        """The request is over: its duration, and the scoreboard (once per request)."""
+        if stream.booked:
+            return
+        stream.booked = True
+        stream.duration = duration = time.monotonic() - stream.t0
         if self.slot is not None:
             self.slot.request_done(duration, bool(self.slow_after) and duration >= self.slow_after)
+
+    def request_done(self, stream: RequestStream) -> None:
+        assert isinstance(stream, ObservedStream)
+        self.book(stream)  # aborted or lost: not booked by end()
         if self.access is not None:
             self.access.log(stream.params, stream.head, max(0, stream.sent - head_length(stream.head)), stream.wall,
-                            duration)
+                            stream.duration)
 
     def close(self) -> None:
         if self.slot is not None and self.board is not None:
