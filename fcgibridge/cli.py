@@ -86,10 +86,14 @@ def _serve(argv: list[str]) -> int:
 
 
 def _check_config(config: Config) -> int:
-    """``--check-config``: the config loaded (that is done), the app imports, the access log
-    format works; prints OK. Any mistake is a :class:`UserError` (exit status 2)."""
+    """``--check-config``: the config loaded (that is done), the socket owner and group
+    exist, the access log format works, the app imports; prints OK. Any mistake is a
+    :class:`UserError` (exit status 2)."""
+    from .listeners import socket_owner
     from .server import load
     from .server.accesslog import AccessLog
+
+    socket_owner(config.socket_owner, config.socket_group)
 
     try:
         AccessLog(config.access_log_format, logging.getLogger("fcgibridge.access")).check()

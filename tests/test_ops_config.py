@@ -39,6 +39,8 @@ def test_check_config_imports_the_app_and_says_ok(tmp_path: Path) -> None:
     (tmp_path / "fcgibridge.toml").write_text("wokers = 3\n")
     typo = fcgibridge(APP, "--check-config", cwd=tmp_path)
     assert typo.returncode == 2 and "unknown option 'wokers'; did you mean 'workers'?" in typo.stderr
+    nobody = fcgibridge(APP, "--check-config", "--socket-group", "no-such-group-xyz")
+    assert nobody.returncode == 2 and "no group named 'no-such-group-xyz'" in nobody.stderr
 
 
 def test_print_config_shows_the_effective_values_and_reads_back(tmp_path: Path) -> None:
