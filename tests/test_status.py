@@ -127,3 +127,33 @@ def test_status_ping_and_access_log_through_nginx(nginx_factory: Any, tmp_path: 
         lines = access.read_text().splitlines()
     assert lines[0].startswith("127.0.0.1 GET /ping HTTP/1.1 200 127.0.0.1")  # the Host header nginx passed
     assert sum("GET /pid HTTP/1.1 200" in line for line in lines) == 6
+
+
+def test_totals_survive_a_killed_worker_and_its_replacement_shows_up() -> None:
+    import os
+    import signal
+
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--status-path", "/status", address=address):
+        client = FastCGIClient(address)
+        deadline = time.monotonic() + 15
+        while status(address)["total_workers"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for _ in range(8):
+            client.request("GET", "/pid")
+        before = status(address)
+        busiest = max(before["workers"], key=lambda w: w["requests"])
+        assert busiest["requests"] > 0
+        victim = busiest["pid"]
+        os.kill(victim, signal.SIGKILL)
+        while True:
+            after = status(address)
+            pids = {w["pid"] for w in after["workers"]}
+            if len(pids) == 2 and victim not in pids:
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.05)
+        # Nothing the dead worker served is lost: the totals only grow.
+        assert after["requests_served"] >= before["requests_served"] + 1
+        assert after["accepted_conn"] >= before["accepted_conn"] + 1
