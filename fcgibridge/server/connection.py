@@ -9,7 +9,9 @@ It does not know whether a WSGI or an ASGI app is behind the :class:`AppAdapter`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +97,8 @@ class WorkerState:
     #: starts (before the app) and once it is over.
     on_start: Callable[[RequestStream], None] | None = None
     on_done: Callable[[RequestStream], None] | None = None
+    #: Set whenever the last connection closed (a stopping worker waits for it).
+    no_connections: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         if state_hook is not None:
@@ -278,6 +282,8 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if not self.state.connections:
+            self.state.no_connections.set()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         if self._dispatch_handle is not None:
@@ -338,6 +344,13 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def finish(self, stream: RequestStream, data: bytes) -> None:
         """Called by :meth:`RequestStream.end` with the final bytes of a request."""
+        # A stopping worker closes the connection after its last response. The FIN goes
+        # out in the same segment as END_REQUEST (TCP_CORK), which narrows the moment in
+        # which nginx has put the connection back in its keep-alive cache unaware of the
+        # FIN and sends it a new request (it then retries it: docs/operations.md).
+        last = self.state.stopping and len(self.streams) == 1
+        if last:
+            self._cork(True)
         self.send(data)
         if self.write_paused:
             self._wake_writers()  # a writer waiting in drain() for this request must see it is over
@@ -345,6 +358,15 @@ class FastCGIProtocol(asyncio.Protocol):
             self._closing = True
         self._forget(stream)
         self._maybe_close()
+        if last:
+            self._cork(False)
+
+    def _cork(self, on: bool) -> None:
+        """TCP_CORK: hold what is written (and a FIN) until uncorked, then send it as one."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 
     def _forget(self, stream: RequestStream) -> None:
         if self.streams.pop(stream.request_id, None) is not None:
@@ -359,6 +381,9 @@ class FastCGIProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
+            if self.state.stopping and transport.can_write_eof() and not self._eof_sent:
+                transport.write_eof()  # with the last response (see finish)
+                self._eof_sent = True
             transport.close()
         elif self._closing and not self.streams and self._drain_timer is None:
             # The response is out but the web server is still sending the body. Half-close:

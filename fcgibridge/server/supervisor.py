@@ -298,6 +298,8 @@ class Supervisor:
 
     def _on_ready(self, worker: WorkerProcess) -> None:
         worker.ready = True
+        if worker.retiring:  # told before it handled the signal (it ignores it until it serves)
+            _kill(worker.pid, RETIRE_SIGNAL)
         old = worker.replaces
         if old is not None:
             worker.replaces = None

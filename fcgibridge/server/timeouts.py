@@ -25,7 +25,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 from ..config import Config
@@ -126,8 +127,7 @@ class SlowLog:
         handler: Any = stream._handler
         task: asyncio.Task[None] | None = getattr(handler, "task", None)
         if task is not None:  # ASGI: the coroutine's own stack, not the event loop's
-            frames = [(frame, frame.f_lineno) for frame in task.get_stack()]
-            stack = "".join(traceback.StackSummary.extract(iter(frames)).format())
+            stack = "".join(traceback.StackSummary.extract(_awaited_frames(task.get_coro())).format())
         else:
             thread_id = getattr(handler, "thread_id", 0) or self.loop_thread
             frame = sys._current_frames().get(thread_id)
@@ -142,3 +142,13 @@ class SlowLog:
                 out.write(text)
         else:
             log.warning("%s", text.rstrip("\n"))
+
+
+def _awaited_frames(coro: Any) -> Iterator[tuple[FrameType, int]]:
+    """The frames of a suspended coroutine and of what it awaits, outermost first."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            return
+        yield frame, frame.f_lineno
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)

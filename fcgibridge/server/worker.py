@@ -27,6 +27,7 @@ An accept-style app (:class:`~fcgibridge.accept.AcceptApp`, Lua included) has ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -55,6 +56,9 @@ STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
 
 #: Exit code of a worker whose start() hook raised.
 START_FAILED = 3
+
+#: Seconds a stopping worker leaves its idle keep-alive connections open.
+KEEPALIVE_GRACE = 1.0
 
 #: What a worker tells its supervisor after SIGTERM (one byte on its status pipe).
 REPORT_STOPPING = b"S"
@@ -317,10 +321,20 @@ class Worker:
         deadline = loop.time() + self.config.graceful_timeout
         state.stopping = True
         self._close_servers()
+        # A connection closes once its last request is answered. An idle keep-alive
+        # connection (nginx fastcgi_keep_conn) is given a moment first: closing it right
+        # when the web server sends it a request fails that request (nginx retries only
+        # idempotent ones). Under load the web server uses it again soon and it closes
+        # after that response; one still idle after the moment is one it does not need.
+        if state.connections:
+            state.no_connections.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.no_connections.wait(),
+                                       min(KEEPALIVE_GRACE, self.config.graceful_timeout))
         for conn in list(state.connections):
             conn.close_if_idle()
         try:
-            await asyncio.wait_for(state.idle.wait(), self.config.graceful_timeout)
+            await asyncio.wait_for(state.idle.wait(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("graceful timeout: %d requests still running, closing their connections",
                         state.active_requests)
