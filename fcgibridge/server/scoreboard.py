@@ -16,7 +16,6 @@ status page, but each field is written whole.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import mmap
 import os
@@ -35,8 +34,8 @@ _SLOT_HEAD = struct.Struct("=iIIIQQQQdd8s")
 URI_SIZE = 240
 _SLOT = struct.Struct(_SLOT_HEAD.format + f"{URI_SIZE}s")
 
-STATES = ("free", "idle", "busy", "exited")
-IDLE, BUSY, EXITED = 1, 2, 3
+STATES = ("free", "idle", "busy")
+IDLE, BUSY = 1, 2
 
 # Offsets of the fields a worker updates on every request.
 _OFF_STATE = 4
@@ -72,7 +71,7 @@ class SlotView:
 
     @property
     def alive(self) -> bool:
-        if self.pid <= 0 or self.state in ("free", "exited"):
+        if self.pid <= 0 or self.state == "free":
             return False
         try:
             os.kill(self.pid, 0)
@@ -139,13 +138,6 @@ class Scoreboard:
                               slow + old.slow, saturated + old.saturated)
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
-
-    def release(self, slot: Slot) -> None:
-        struct.pack_into("=I", self.map, slot.offset + _OFF_STATE, EXITED)
-        struct.pack_into("=I", self.map, slot.offset + _OFF_IN_FLIGHT, 0)
-        self._claimed.discard(slot.index)
-        with contextlib.suppress(OSError):
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, slot.index + 1)
 
     def read_slot(self, index: int) -> SlotView:
         (pid, state, in_flight, max_in_flight, accepted, served, slow, saturated, start, duration, method,

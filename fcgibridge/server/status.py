@@ -135,11 +135,6 @@ class Observer:
             self.access.log(stream.params, stream.head, max(0, stream.sent - head_length(stream.head)), stream.wall,
                             stream.duration)
 
-    def close(self) -> None:
-        if self.slot is not None and self.board is not None:
-            self.board.release(self.slot)
-            self.slot = None
-
     # -- the pages
 
     def answer_ping(self, stream: RequestStream) -> None:
