@@ -67,12 +67,13 @@ def test_usr1_reopens_the_error_log(tmp_path: Path) -> None:
     log, rotated = tmp_path / "error.log", tmp_path / "error.log.1"
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(APP, "-b", address, "-w", "2", "--error-log", str(log), address=address) as proc:
-        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        # (a worker handles USR1 once it serves)
+        wait_until(lambda: log.read_text().count("worker ready") == 2)
         log.rename(rotated)  # what logrotate does, then it sends USR1
         proc.send_signal(signal.SIGUSR1)
         wait_until(lambda: rotated.read_text().count("SIGUSR1: reopening the log files") == 3)
         proc.send_signal(signal.SIGTTIN)  # the parent logs to the new file
-        wait_until(lambda: log.exists() and "SIGTTIN: 3 workers" in log.read_text())
+        wait_until(lambda: log.exists() and "worker ready" in log.read_text())
         for pid in children_of(proc.pid):  # and so do the workers
             os.kill(pid, signal.SIGUSR1)
         wait_until(lambda: log.read_text().count("SIGUSR1: reopening") == 3)

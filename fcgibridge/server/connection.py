@@ -230,9 +230,11 @@ class FastCGIProtocol(asyncio.Protocol):
                         transport.get_extra_info("peername"))
             transport.abort()
             return
-        if len(state.connections) >= state.max_connections or state.stopping:
-            if not state.stopping:
-                log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
+        # A stopping worker still serves a connection accepted as it closed its listeners
+        # (asyncio accepts a batch at a time): it was taken off the shared listen queue, so
+        # no other worker will see it.
+        if len(state.connections) >= state.max_connections:
+            log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
             transport.abort()
             return
         state.connections.add(self)
