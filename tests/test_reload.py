@@ -4,6 +4,8 @@ through a real nginx: no request accepted by a live worker may fail."""
 from __future__ import annotations
 
 import contextlib
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -137,3 +139,31 @@ def test_a_crashing_worker_fails_only_its_own_request(tmp_path: Path, nginx_bina
     # with it; no other may fail.
     assert len(failures) <= load.threads * len(crashed), failures
     assert len(outcomes) > 150
+
+
+@pytest.mark.parametrize("keep_conn", [False, True], ids=["close", "keep_conn"])
+def test_hup_under_wrk_load_fails_no_request(tmp_path: Path, nginx_binary: str, keep_conn: bool) -> None:
+    """Heavier load (wrk, 16 connections) during three reloads: every response is a 200."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.fail("wrk is not installed (apt-get install wrk)", pytrace=False)
+    with stack(tmp_path, nginx_binary, "-w", "2", keep_conn=keep_conn) as (server, proc):
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        run = subprocess.Popen([wrk, "-t2", "-c16", "-d4s", f"http://{server.address}/pid"],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            for _ in range(3):
+                time.sleep(1)
+                proc.send_signal(signal.SIGHUP)
+            output, _ = run.communicate(timeout=30)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        problems = real_problems(server.log_problems())
+        log = process_log(proc)
+    assert run.returncode == 0, output
+    served = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    assert "Non-2xx" not in output and "Socket errors" not in output, output
+    assert served > 1000 and log.count("retired") >= 6, output
+    assert not [line for line in problems if "closed keepalive connection" not in line], problems
