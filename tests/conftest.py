@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
+import programs
 import pytest
-from nginx import INSTALL_HINT, LOG_SOURCES, RUNNING, Location, Nginx, find_nginx
+from nginx import RUNNING, Location, Nginx
+from webserver import LOG_SOURCES
 
 # --------------------------------------------------------------------------- nginx (e2e tests)
 
@@ -17,10 +19,7 @@ REPORT_LOG_TAIL = 20_000
 @pytest.fixture(scope="session")
 def nginx_binary() -> str:
     """Path of the nginx binary. The e2e tests fail (never skip) when it is missing."""
-    binary = find_nginx()
-    if binary is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    return binary
+    return programs.find("nginx")
 
 
 class NginxFactory:

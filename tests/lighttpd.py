@@ -8,24 +8,12 @@ waits until it accepts connections, and stops it by its PID.
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from support import free_port, wait_for_port
-
-LIGHTTPD_CANDIDATES = ("/usr/sbin/lighttpd", "/usr/local/sbin/lighttpd")
-INSTALL_HINT = "lighttpd is needed for the CGI-mode tests: run `apt-get install lighttpd`"
-
-
-def find_lighttpd() -> str | None:
-    found = shutil.which("lighttpd")
-    if found:
-        return found
-    return next((path for path in LIGHTTPD_CANDIDATES if os.access(path, os.X_OK)), None)
 
 
 @dataclass

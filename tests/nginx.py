@@ -15,33 +15,21 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
+import programs
 from support import free_port, wait_for_port
+from webserver import HTTP_TIMEOUT, LOG_SOURCES, Reply, http_request
 
-#: Where Debian's nginx packages put the binary (it is not on a non-root PATH).
-NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 FASTCGI_PARAMS = "/etc/nginx/fastcgi_params"
-INSTALL_HINT = "nginx is needed for the e2e tests: run `apt-get install nginx-light`"
 
-#: Default timeout (seconds) for the HTTP requests the tests send through nginx.
-HTTP_TIMEOUT = 30.0
-
-
-def find_nginx() -> str | None:
-    """The nginx binary, or None when it is not installed."""
-    found = shutil.which("nginx")
-    if found:
-        return found
-    return next((path for path in NGINX_CANDIDATES if os.access(path, os.X_OK)), None)
 
 
 @cache
@@ -104,18 +92,6 @@ class Location:
 
 
 @dataclass
-class Reply:
-    """A whole HTTP response, read to its end."""
-
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-@dataclass
 class Nginx:
     """An nginx process serving ``locations`` on 127.0.0.1, configured under ``prefix``."""
 
@@ -131,9 +107,7 @@ class Nginx:
 
     def __post_init__(self) -> None:
         if self.binary is None:
-            self.binary = find_nginx()
-        if self.binary is None:
-            raise FileNotFoundError(INSTALL_HINT)
+            self.binary = programs.find("nginx")
         if not self.port:
             self.port = free_port()
         self.prefix.mkdir(parents=True, exist_ok=True)
@@ -301,19 +275,8 @@ class Nginx:
         timeout: float = HTTP_TIMEOUT,
     ) -> Reply:
         """One request; on a new connection (closed after it) unless ``conn`` is given."""
-        own = conn is None
-        connection = self.connection(timeout) if conn is None else conn
-        all_headers = dict(headers or {})
-        if own:
-            all_headers.setdefault("Connection", "close")
-        try:
-            connection.request(method, path, body=body, headers=all_headers, encode_chunked=encode_chunked)
-            response = connection.getresponse()
-            data = response.read()
-            return Reply(response.status, response.headers, data)
-        finally:
-            if own:
-                connection.close()
+        return http_request(self.port, method, path, body, headers, conn=conn, encode_chunked=encode_chunked,
+                            timeout=timeout)
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         return self.request("GET", path, **kwargs)
@@ -325,8 +288,6 @@ class Nginx:
 #: Instances started and not yet stopped, oldest first.
 RUNNING: list[Nginx] = []
 
-#: Other logs for the report of a failing test, by title (see :class:`ProcessOutput`).
-LOG_SOURCES: dict[str, Callable[[], str]] = {}
 
 
 class ProcessOutput:

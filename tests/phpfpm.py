@@ -7,25 +7,20 @@ A test that needs it fails, never skips, when php-fpm is not installed.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+import programs
 from support import free_port, stop_process, wait_for_port
 
 PHP_DIR = Path(__file__).resolve().parent / "php"
 
 
 def php_fpm_binary() -> str:
-    found = shutil.which("php-fpm") or next(iter(sorted(glob.glob("/usr/sbin/php-fpm*"), reverse=True)), None)
-    if found is None:
-        pytest.fail("php-fpm is not installed: install it (Debian: apt-get install php-fpm) to run these tests")
-    return found
+    return programs.find("php-fpm")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import programs
 import pytest
 from nginx import Location
 from support import ROOT, fcgibridge_command, free_port, run_fcgibridge, wait_for_port
@@ -36,9 +37,7 @@ def test_hello_lua_through_nginx(nginx_factory: object) -> None:
 @pytest.fixture
 def spawned_counter(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
     """examples/lua/counter (a copy, so its pages can change) under spawn-fcgi."""
-    binary = shutil.which("spawn-fcgi")
-    if binary is None:
-        pytest.fail("spawn-fcgi is needed: run `apt-get install spawn-fcgi`", pytrace=False)
+    binary = programs.find("spawn-fcgi")
     app = tmp_path / "counter"
     shutil.copytree(EXAMPLES / "lua" / "counter", app)
     port = free_port()

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import programs
 import pytest
-from lighttpd import INSTALL_HINT, Lighttpd, find_lighttpd
+from lighttpd import Lighttpd
 from support import ROOT, fcgibridge_command
 
 from fcgibridge.cgi import split_response
@@ -133,9 +134,7 @@ def test_cgi_invocation_is_detected_by_gateway_interface_and_a_non_socket_stdin(
 
 @pytest.fixture
 def lighttpd(tmp_path: Path) -> Iterator[Lighttpd]:
-    binary = find_lighttpd()
-    if binary is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
+    binary = programs.find("lighttpd")
     server = Lighttpd(tmp_path / "lighttpd", binary)
     for kind, app in APPS.items():
         server.add_cgi(f"{kind}.cgi", "#!/bin/sh\n"

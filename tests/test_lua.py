@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import programs
 import pytest
 from support import ROOT, RawConnection, fcgibridge_command, free_port, wait_for_port
 
@@ -68,9 +68,7 @@ def test_every_runtime_lupa_ships_runs_the_script(version: str) -> None:
 
 
 def test_the_lua_script_under_spawn_fcgi(tmp_path: Path) -> None:
-    binary = shutil.which("spawn-fcgi")
-    if binary is None:
-        pytest.fail("spawn-fcgi is needed: run `apt-get install spawn-fcgi`", pytrace=False)
+    binary = programs.find("spawn-fcgi")
     port = free_port()
     log = tmp_path / "hooks.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOOK_LOG": str(log), "ERRLOG": str(tmp_path / "error.log")}

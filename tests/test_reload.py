@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import programs
 import pytest
 from loadgen import Load
 from nginx import Location, Nginx
@@ -144,9 +144,7 @@ def test_a_crashing_worker_fails_only_its_own_request(tmp_path: Path, nginx_bina
 @pytest.mark.parametrize("keep_conn", [False, True], ids=["close", "keep_conn"])
 def test_hup_under_wrk_load_fails_no_request(tmp_path: Path, nginx_binary: str, keep_conn: bool) -> None:
     """Heavier load (wrk, 16 connections) during three reloads: every response is a 200."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        pytest.fail("wrk is not installed (apt-get install wrk)", pytrace=False)
+    wrk = programs.find("wrk")
     with stack(tmp_path, nginx_binary, "-w", "2", keep_conn=keep_conn) as (server, proc):
         wait_until(lambda: len(children_of(proc.pid)) == 2)
         run = subprocess.Popen([wrk, "-t2", "-c16", "-d4s", f"http://{server.address}/pid"],
