@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _warn(message: str) -> None:
+    print(f"fcgibridge: warning: {message}", file=sys.stderr)
+
+
 def _exit_status(exc: SystemExit) -> int:
     if exc.code is None or isinstance(exc.code, int):
         return exc.code or 0
@@ -61,7 +65,7 @@ def _exit_status(exc: SystemExit) -> int:
 
 
 def _serve(argv: list[str]) -> int:
-    config = load_config(argv, os.environ, Path.cwd())
+    config = load_config(argv, os.environ, Path.cwd(), warn=_warn)
     if config.print_config:
         print(config_as_toml(config), end="")
         return 0

@@ -416,7 +416,13 @@ def _from_argv(argv: Sequence[str]) -> dict[str, Any]:
 # The environment.
 
 
-def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+#: What Kubernetes (for a Service) and Docker links (for a linked container) set in every
+#: container when the service is named ``fcgibridge``: FCGIBRIDGE_SERVICE_HOST,
+#: FCGIBRIDGE_PORT=tcp://10.0.0.7:9000, FCGIBRIDGE_PORT_9000_TCP_ADDR, FCGIBRIDGE_NAME, ...
+_SERVICE_VARIABLE = re.compile(rf"{ENV_PREFIX}(SERVICE_\w+|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?|NAME|ENV_\w+)")
+
+
+def _from_environ(environ: Mapping[str, str], warn: Callable[[str], None]) -> dict[str, Any]:
     by_env = {fld.env: fld for fld in _fields()}
     values: dict[str, Any] = {}
     # Compatibility aliases first, so that FCGIBRIDGE_<NAME> beats them.
@@ -424,17 +430,35 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         alias = fld.option.env_alias
         if alias is not None and environ.get(alias, "").strip():
             values[fld.name] = _env_value(fld, alias, environ[alias])
+    unknown: list[str] = []
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX):
             continue
         fld_or_none = by_env.get(var)
         if fld_or_none is None:
-            close = _closest(var.removeprefix(ENV_PREFIX), [fld.name.upper() for fld in _fields()])
-            hint = f"did you mean {ENV_PREFIX}{close}?" if close else f"the known ones are {', '.join(sorted(by_env))}"
-            raise UserError(f"unknown environment variable {var}; {hint}")
-        if environ[var].strip():  # set but empty counts as unset, as shells and compose files produce it
+            unknown.append(var)
+        elif environ[var].strip():  # set but empty counts as unset, as shells and compose files produce it
             values[fld_or_none.name] = _env_value(fld_or_none, var, environ[var])
+    _warn_unknown(unknown, by_env, warn)
     return values
+
+
+def _warn_unknown(unknown: list[str], by_env: Mapping[str, _Field], warn: Callable[[str], None]) -> None:
+    """One line per unknown variable, and one for all the service variables an orchestrator set.
+
+    They are not errors: the environment belongs to the whole container, and an unrelated
+    Service named ``fcgibridge`` must not crash-loop every pod beside it.
+    """
+    service = [var for var in unknown if _SERVICE_VARIABLE.fullmatch(var)]
+    if service:
+        warn(f"ignoring {', '.join(service)}: not fcgibridge options (Kubernetes and Docker set such variables "
+             "for a service named fcgibridge)")
+    for var in unknown:
+        if var in service:
+            continue
+        close = _closest(var.removeprefix(ENV_PREFIX), [fld.name.upper() for fld in by_env.values()])
+        hint = f"did you mean {ENV_PREFIX}{close}?" if close else f"the known ones are {', '.join(sorted(by_env))}"
+        warn(f"ignoring unknown environment variable {var}; {hint}")
 
 
 def _env_value(fld: _Field, var: str, text: str) -> Any:
@@ -505,16 +529,18 @@ def _from_file(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def load_config(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Config:
+def load_config(argv: Sequence[str], environ: Mapping[str, str], cwd: Path,
+                warn: Callable[[str], None] = lambda message: None) -> Config:
     """Build the :class:`Config` from the command line, the environment and the config file.
 
     Precedence is defaults < file < environment < command line. The file is the one named
     by ``-c`` (or ``FCGIBRIDGE_CONFIG``), else ``fcgibridge.toml`` in *cwd*, else the
     ``[tool.fcgibridge]`` table of ``pyproject.toml`` in *cwd*. Every mistake (unknown
-    key, bad value, missing file, no app) raises :class:`UserError`.
+    key or flag, bad value, missing file, no app) raises :class:`UserError`. An unknown
+    ``FCGIBRIDGE_*`` environment variable is no mistake: *warn* gets one line about it.
     """
     from_argv = _from_argv(argv)
-    from_env = _from_environ(environ)
+    from_env = _from_environ(environ, warn)
     values: dict[str, Any] = {}
     found = _find_file(from_argv.get("config") or from_env.get("config") or "", cwd)
     if found is not None:

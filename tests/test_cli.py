@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import free_port, process_log, run_fcgibridge
 
 from fcgibridge import __version__
 from fcgibridge.cli import LOG_FORMAT, configure_logging, main
+from fcgibridge.client import FastCGIClient
 from fcgibridge.config import Config
 from fcgibridge.errors import UserError
 
@@ -287,9 +289,27 @@ def test_command_unknown_config_key(tmp_path: Path) -> None:
     assert_one_line_error(result, f"{tmp_path}/fcgibridge.toml: unknown option 'wrokers'; did you mean 'workers'?")
 
 
-def test_command_unknown_environment_variable() -> None:
-    result = run_command("fbapp_wsgi:app", env={"FCGIBRIDGE_WROKERS": "2"})
-    assert_one_line_error(result, "unknown environment variable FCGIBRIDGE_WROKERS; did you mean FCGIBRIDGE_WORKERS?")
+def test_command_unknown_environment_variable_warns_and_goes_on() -> None:
+    env = {"FCGIBRIDGE_WROKERS": "2", "FCGIBRIDGE_PORT": "tcp://10.0.0.7:9000",
+           "FCGIBRIDGE_SERVICE_HOST": "10.0.0.7"}
+    result = run_command("--check-config", "fbapp_wsgi:app", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "fcgibridge: warning: ignoring FCGIBRIDGE_PORT, FCGIBRIDGE_SERVICE_HOST: not fcgibridge options "
+        "(Kubernetes and Docker set such variables for a service named fcgibridge)",
+        "fcgibridge: warning: ignoring unknown environment variable FCGIBRIDGE_WROKERS; "
+        "did you mean FCGIBRIDGE_WORKERS?",
+    ]
+    assert result.stdout.startswith("OK: fbapp_wsgi:app")
+
+
+def test_command_serves_with_kubernetes_service_variables() -> None:
+    """A Service named fcgibridge must not crash-loop the pods beside it."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {"FCGIBRIDGE_PORT": "tcp://10.0.0.7:9000", "FCGIBRIDGE_PORT_9000_TCP_ADDR": "10.0.0.7"}
+    with run_fcgibridge("fbapp_wsgi:app", "-b", address, address=address, cwd=APPS, env=env) as proc:
+        assert FastCGIClient(address).request("/").status == 200
+        assert "warning: ignoring FCGIBRIDGE_PORT, FCGIBRIDGE_PORT_9000_TCP_ADDR" in process_log(proc)
 
 
 def test_command_port_in_use() -> None:

@@ -238,16 +238,43 @@ def test_config_key_inside_a_file(tmp_path: Path) -> None:
     assert "'config' cannot be set inside a config file; use -c FILE" in error(tmp_path)
 
 
-def test_unknown_environment_variable_suggests_the_closest(tmp_path: Path) -> None:
-    assert error(tmp_path, env={"FCGIBRIDGE_WORKER": "2"}) == (
-        "unknown environment variable FCGIBRIDGE_WORKER; did you mean FCGIBRIDGE_WORKERS?"
-    )
+def warnings_for(tmp_path: Path, env: dict[str, str]) -> tuple[Config, list[str]]:
+    said: list[str] = []
+    return load_config(["x:app"], env, tmp_path, warn=said.append), said
+
+
+def test_unknown_environment_variable_is_a_warning_naming_the_closest(tmp_path: Path) -> None:
+    config, said = warnings_for(tmp_path, {"FCGIBRIDGE_WORKER": "2", "FCGIBRIDGE_THREADS": "3"})
+    assert said == ["ignoring unknown environment variable FCGIBRIDGE_WORKER; did you mean FCGIBRIDGE_WORKERS?"]
+    assert config.workers == Config(app="x:app").workers
+    assert config.threads == 3
 
 
 def test_unknown_environment_variable_without_a_close_one(tmp_path: Path) -> None:
-    message = error(tmp_path, env={"FCGIBRIDGE_XYZZY": "1"})
-    assert message.startswith("unknown environment variable FCGIBRIDGE_XYZZY; the known ones are "
+    _, said = warnings_for(tmp_path, {"FCGIBRIDGE_XYZZY": "1"})
+    assert len(said) == 1
+    assert said[0].startswith("ignoring unknown environment variable FCGIBRIDGE_XYZZY; the known ones are "
                               "FCGIBRIDGE_ACCESS_LOG,")
+
+
+def test_service_variables_of_kubernetes_and_docker_get_one_line(tmp_path: Path) -> None:
+    """Kubernetes sets these in every pod of a namespace with a Service named fcgibridge."""
+    service = {
+        "FCGIBRIDGE_SERVICE_HOST": "10.0.0.7",
+        "FCGIBRIDGE_SERVICE_PORT": "9000",
+        "FCGIBRIDGE_SERVICE_PORT_FASTCGI": "9000",
+        "FCGIBRIDGE_PORT": "tcp://10.0.0.7:9000",
+        "FCGIBRIDGE_PORT_9000_TCP": "tcp://10.0.0.7:9000",
+        "FCGIBRIDGE_PORT_9000_TCP_PROTO": "tcp",
+        "FCGIBRIDGE_PORT_9000_TCP_PORT": "9000",
+        "FCGIBRIDGE_PORT_9000_TCP_ADDR": "10.0.0.7",
+    }
+    config, said = warnings_for(tmp_path, {**service, "FCGIBRIDGE_WORKERS": "3"})
+    assert config.workers == 3
+    assert len(said) == 1, said
+    assert said[0].startswith("ignoring FCGIBRIDGE_PORT, FCGIBRIDGE_PORT_9000_TCP, ")
+    assert all(var in said[0] for var in service)
+    assert "Kubernetes" in said[0]
 
 
 def test_unknown_command_line_option_suggests_the_closest(tmp_path: Path) -> None:
