@@ -167,7 +167,9 @@ def test_stop_returning_non_zero_vetoes_the_termination(script: str, tmp_path: P
     with run_fcgibridge(script, "-b", address, "-w", workers, "--graceful-timeout", "0.5", address=address,
                         env=env) as proc:
         wait_until(lambda: len(children_of(proc.pid)) == (2 if workers == "2" else 0))
-        assert get(address, "/")[0] == 200  # serving: the signal handlers are in place
+        # Every worker serving, so its signal handlers are in place (one answer proves only one).
+        wait_until(lambda: process_log(proc).count("worker ready") == int(workers))
+        assert get(address, "/")[0] == 200
         before = children_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: sum(line.endswith("stop 1") for line in hook_lines(log)) == int(workers))
