@@ -101,6 +101,10 @@ class Nginx:
     port: int = 0
     #: More directives for the ``server`` block.
     server_extra: Sequence[str] = ()
+    #: Blocks written into the ``http`` block as they are (``upstream``s, whole ``server``s).
+    #: With no ``locations``, no ``server`` block of its own is written: one of these must
+    #: then ``listen`` on :attr:`address`.
+    http_extra: Sequence[str] = ()
     #: ``error_log`` level; ``debug`` needs an nginx built ``--with-debug`` (Debian's is).
     log_level: str = "info"
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -162,13 +166,17 @@ class Nginx:
             "fastcgi_read_timeout 30s;",
             "send_timeout 30s;",
             *upstreams,
-            "server {",
-            f"    listen {self.address};",
-            "    server_name localhost;",
-            *(f"    {directive}" for directive in self.server_extra),
-            *("    " + line for block in blocks for line in block.splitlines()),
-            "}",
+            *self.http_extra,
         ]
+        if self.locations or not self.http_extra:
+            http_block += [
+                "server {",
+                f"    listen {self.address};",
+                "    server_name localhost;",
+                *(f"    {directive}" for directive in self.server_extra),
+                *("    " + line for block in blocks for line in block.splitlines()),
+                "}",
+            ]
         lines = [*top, "events {", "    worker_connections 256;", "}", "http {"]
         lines += ["    " + line for block in http_block for line in block.splitlines()]
         lines.append("}")
