@@ -117,12 +117,12 @@ def check_streaming(site: Site) -> None:
     """The first piece arrives while the app still waits to produce the last."""
     gate = site.scratch / f"gate-{uuid.uuid4().hex}"
     conn = http.client.HTTPConnection("127.0.0.1", site.server.port, timeout=30)
+    started = time.monotonic()
     try:
         conn.request("GET", site.url(f"/stream?gate={gate}"), headers={"Connection": "close"})
         response = conn.getresponse()
         assert response.status == 200
         received = b""
-        started = time.monotonic()
         while b"first\n" not in received:
             piece = response.read1(65536)
             assert piece, f"the response ended before its first piece: {received!r}"
@@ -132,7 +132,7 @@ def check_streaming(site: Site) -> None:
         received += response.read()
     finally:
         conn.close()
-    assert b"gate timed out" not in received, f"the front end held the response back ({waited:.1f} s)"
+    assert b"gate timed out" not in received, f"the front end held the first piece back until the end ({waited:.1f} s)"
     assert received == b"first\nlast\n", received
 
 
