@@ -106,10 +106,18 @@ def test_reload_restarts_the_workers_when_a_source_file_changes(tmp_path: Path) 
     with run_fcgibridge("devapp:app", "-b", address, "--reload", address=address, cwd=tmp_path,
                         env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).parent.parent}"}) as proc:
         assert FastCGIClient(address).request("GET", "/").body == b"one"
-        time.sleep(0.3)  # the watcher is running
-        (tmp_path / "devapp.py").write_text(_DEVAPP.replace("VERSION", "two"))
+        # The watcher thread may not watch yet (a loaded machine): write again until it saw one.
+        def seen() -> bool:
+            return "--reload: devapp.py changed" in process_log(proc)
+
+        for _ in range(10):
+            (tmp_path / "devapp.py").write_text(_DEVAPP.replace("VERSION", "two"))
+            deadline = time.monotonic() + 2
+            while not seen() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if seen():
+                break
         wait_until(lambda: FastCGIClient(address).request("GET", "/").body == b"two")
-        assert "--reload: devapp.py changed" in process_log(proc)
 
 
 _DEVAPP = '''
