@@ -1,4 +1,4 @@
-"""Bounded HTTP load for the process-manager tests: threads sending GETs to nginx."""
+"""Bounded HTTP load for the process-manager tests: threads sending requests (GETs by default) to nginx."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ class Load:
     threads: int = 6
     max_requests: int = 20000
     timeout: float = 20.0
+    #: The method of every request, and the body sent with each (None: no body).
+    method: str = "GET"
+    body: bytes | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,7 +67,7 @@ class Load:
             path = self.paths[turn % len(self.paths)]
             turn += 1
             try:
-                conn.request("GET", path)
+                conn.request(self.method, path, body=self.body)
                 response = conn.getresponse()
                 outcome = Outcome(path, response.status, response.read())
             except (OSError, http.client.HTTPException) as exc:
