@@ -116,7 +116,7 @@ def running_apache(body: str, port: int, modules: Sequence[str], prefix: Path) -
     assert not left, f"processes left after Apache stopped (killed now): {left}"
 
 
-PROXY_MODULES = ("proxy", "proxy_fcgi", "alias")
+PROXY_MODULES = ("proxy", "proxy_fcgi", "alias", "setenvif")
 
 
 @contextlib.contextmanager
@@ -279,7 +279,7 @@ def fcgid_root() -> Iterator[Path]:
 
 FCGID_MODULES = ("fcgid",)
 #: The command of the page's FcgidWrapper.
-FCGID_COMMAND = "/srv/venv/bin/fcgibridge --root-path / myapp:app"
+FCGID_COMMAND = "/srv/venv/bin/fcgibridge --root-path / --log-level warning myapp:app"
 
 
 def fcgid_body(root: Path, app: str | None = None, *, command: str | None = None,
@@ -625,3 +625,35 @@ class TestPitfalls:
             assert not problems, problems
             assert closed, "no keep-alive connection was closed"
             stack.check_healthy()
+
+    def test_proxy_fcgi_pathinfo(self, tmp_path: Path) -> None:
+        """With proxy-fcgi-pathinfo=1 the split depends on the path: a percent-escape puts the
+        whole path in SCRIPT_NAME (decoded) and in PATH_INFO (still encoded)."""
+        port = free_port()
+        with recorder_process(tmp_path) as backend, apache.shared_directory() as prefix:
+            body = with_mpm(doc_snippet(PAGE, "tcp", tcp_values(port, backend, True))
+                            + '\nSetEnvIf Request_URI "." proxy-fcgi-pathinfo=1\n')
+            with running_apache(body, port, PROXY_MODULES, prefix) as server:
+                plain = recorded(server.get("/where"))["params"]
+                escaped = recorded(server.get("/a/b%20c"))["params"]
+                assert not apache.log_problems(server.error_log()), server.error_log()
+        assert (plain["SCRIPT_NAME"], plain["PATH_INFO"]) == ("", "/where")
+        assert (escaped["SCRIPT_NAME"], escaped["PATH_INFO"]) == ("/a/b c", "/a/b%20c")
+
+    def test_socket_www_data_cannot_reach(self, tmp_path: Path) -> None:
+        with apache.shared_directory("fcgibridge-sock-") as directory:
+            private = directory / "private"
+            private.mkdir(mode=0o700)
+            socket_path = private / "fcgi.sock"
+            backend = f"unix:{socket_path}"
+            with proxy_stack("unix", {"/run/app/fcgi.sock": str(socket_path)}, (f"{FRONTEND_APP}:wsgi", "-b", backend),
+                             backend, free_port(), "wsgi", tmp_path,
+                             expected=(r"\(13\)Permission denied: AH02454", r"AH01079")) as stack:
+                assert stack.server.get("/hello").status == 503
+                assert "(13)Permission denied: AH02454" in stack.server.error_log()
+
+    def test_fcgid_needs_execcgi(self, fcgid_root: Path) -> None:
+        body = fcgid_body(fcgid_root, command=recorder_command(fcgid_root), drop=("    Options +ExecCGI",))
+        with apache.shared_directory() as prefix, running_apache(body, free_port(), FCGID_MODULES, prefix) as server:
+            assert server.get("/hello").status == 403
+            assert "does not have ExecCGI enabled" in server.error_log()
