@@ -360,7 +360,10 @@ class FastCGIProtocol(asyncio.Protocol):
             self._closing = True
         self._forget(stream)
         self._maybe_close()
-        if last:
+        if last and not self._eof_sent:
+            # With the FIN queued, stay corked: closing the socket sends both at once.
+            # Uncorking now would let END_REQUEST out alone when the loop (uvloop) sends
+            # the FIN only on a later turn, and nginx would reuse the connection meanwhile.
             self._cork(False)
 
     def _cork(self, on: bool) -> None:
