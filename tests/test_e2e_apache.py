@@ -14,14 +14,16 @@ test's addresses and put after the test-only wrapper of ``tests/apache.py``:
     mod_fcgid starting fcgibridge itself (the listening socket on fd 0), as www-data, from
     a venv made with Debian's Python in a world-readable temp directory.
 
-Each configuration runs the whole ``CHECKS`` list as WSGI and as ASGI, with one Apache and
-one backend per configuration and interface. After each test Apache's error log must hold no
+Every configuration comes after the page's ``mpm-event`` snippet (threads per child). Each
+runs the whole ``CHECKS`` list as WSGI and as ASGI, with one Apache and one backend per
+configuration and interface. After each test Apache's error log must hold no warning or
 error that the test does not expect, and once Apache stopped no process of its group may
 be left (mod_fcgid's backends included).
 
-``TestWhatApacheSends`` puts a small recording FastCGI responder (:data:`RECORDER`) behind
-the same snippets and checks what the page says Apache sends: SCRIPT_NAME and PATH_INFO,
-FCGI_KEEP_CONN and connection reuse, how request bodies arrive.
+``TestWhatApacheSends`` and ``TestWhatModFcgidSends`` put a small recording FastCGI
+responder (:data:`RECORDER`) behind the same snippets and check what the page says Apache
+sends: SCRIPT_NAME and PATH_INFO, FCGI_KEEP_CONN and connection reuse, how request bodies
+arrive. ``TestPitfalls`` shows what goes wrong without the settings the page names.
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ PAGE = "servers/apache.md"
 FRONTEND_APP = "tests/apps/frontend_app.py"
 FLASK_APP = "examples.flask_app.app:app"
 INTERFACES = ("wsgi", "asgi")
-MiB = 1024 * 1024
 
 #: Error-log lines a check makes on purpose (regexes). Behind mod_proxy_fcgi fcgibridge logs to
 #: its own output; under mod_fcgid its stderr is Apache's error log, so the app's exception shows.
