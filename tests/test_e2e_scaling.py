@@ -375,11 +375,8 @@ def test_posts_under_load_while_an_instance_stops(tmp_path: Path, nginx_binary: 
       sent nothing, so it tries the other server even for a POST.
 
     Measured by repeating this test's body (20 stops each, 2 cores): KILL,
-    default: 0 to 7 POSTs failed per kill, in 18 of 20; TERM, default: 0 to 2 per stop, in
-    10 of 20 with uvloop (the default loop: its write_eof() shuts the socket down on a
-    later loop turn, after the connection is uncorked, so the FIN leaves after
-    END_REQUEST instead of with it) and in none of 20 with ``--loop asyncio``;
-    ``non_idempotent``: none.
+    default: 0 to 7 POSTs failed per kill, in 18 of 20; ``non_idempotent``: none. TERM:
+    see :func:`test_graceful_stops_fail_no_post`.
     """
     victim, survivor = 0, 1
     with cluster(tmp_path, nginx_binary, non_idempotent=non_idempotent) as c:
@@ -519,3 +516,29 @@ def test_kubernetes_example_nginx_config_and_probes(tmp_path: Path, nginx_binary
     with server:
         not_ready = server.get("/ping")
     assert not_ready.status == 502  # and so does the readiness probe, through nginx
+
+
+@pytest.mark.slow
+def test_graceful_stops_fail_no_post(tmp_path_factory: pytest.TempPathFactory, nginx_binary: str) -> None:
+    """By hand (``-m slow``): 20 graceful stops of one instance under the POST load of
+    :func:`test_posts_under_load_while_an_instance_stops`, default settings: no POST fails.
+
+    The last END_REQUEST and the FIN leave in one segment (server/connection.py ``finish``),
+    so nginx never reuses a connection the stopping instance is closing. Before that held
+    under uvloop too (its write_eof() shuts the socket down a loop turn later), 13 of 20
+    stops failed 1 to 4 POSTs here.
+    """
+    failed_per_stop: list[int] = []
+    for round_ in range(20):
+        with cluster(tmp_path_factory.mktemp(f"stop{round_}"), nginx_binary) as c:
+            posts = Load(c.nginx.address, paths=("/pid",), threads=6, max_requests=20000, method="POST",
+                         body=b"order=4711").start()
+            try:
+                posts.wait_for(100)
+                os.kill(c.pid(0), signal.SIGTERM)
+                c.procs[0].wait(15)
+                posts.wait_for(200)
+            finally:
+                outcomes = posts.stop()
+        failed_per_stop.append(sum(o.status != 200 for o in outcomes))
+    assert sum(failed_per_stop) == 0, f"POSTs failed per stop: {failed_per_stop}"
