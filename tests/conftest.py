@@ -7,7 +7,7 @@ from pathlib import Path
 
 import programs
 import pytest
-from nginx import RUNNING, Location, Nginx
+from nginx import Location, Nginx
 from webserver import LOG_SOURCES
 
 # --------------------------------------------------------------------------- nginx (e2e tests)
@@ -63,12 +63,9 @@ def nginx_factory(nginx_binary: str, tmp_path: Path) -> Iterator[NginxFactory]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the logs of the running nginx instances (and registered processes) to a failing test."""
+    """Attach the logs of the running web servers (and registered processes) to a failing test."""
     report = yield
     if report.failed:
-        for server in list(RUNNING):
-            text = server.error_log()[-REPORT_LOG_TAIL:]
-            report.sections.append((f"nginx error log: {server.describe()}", text or "(empty)"))
         for title, source in list(LOG_SOURCES.items()):
             report.sections.append((f"output of {title}", source()[-REPORT_LOG_TAIL:] or "(empty)"))
     return report

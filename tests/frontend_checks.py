@@ -56,8 +56,6 @@ class Site:
     mount: str = ""
     #: A directory the backend can read (for the streaming gate files).
     scratch: Path = field(default_factory=Path)
-    #: Whether the front end passes a response on as the app produces it.
-    streams: bool = True
 
     def url(self, path: str) -> str:
         return self.mount + path
@@ -197,6 +195,11 @@ CHECKS: list[Check] = [
 
 def check_id(check: Check) -> str:
     return check.__name__.removeprefix("check_")
+
+
+def flask_env(directory: Path) -> dict[str, str]:
+    """The environment the Flask example needs: its database and uploads in ``directory``."""
+    return {"FLASK_APP_DB": str(directory / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(directory / "uploads")}
 
 
 def check_flask_urls(server: Server, mount: str = "/app") -> None:

@@ -6,13 +6,12 @@ process, waits until it accepts connections, and stops it by its PID. Each
 :class:`Location` is one ``location`` block that passes requests to a backend given
 as ``HOST:PORT`` or ``unix:PATH``.
 
-While an instance runs it is registered in :data:`RUNNING`; ``conftest.py`` attaches the
-error logs of the running instances to the report of a failing test.
+The process itself is a :class:`webserver.WebServer`: while it runs, its error log is
+attached to the report of a failing test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import signal
@@ -25,8 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import programs
-from support import free_port, wait_for_port
-from webserver import HTTP_TIMEOUT, LOG_SOURCES, Reply, http_request
+from support import free_port
+from webserver import HTTP_TIMEOUT, LOG_SOURCES, Reply, WebServer, http_request
 
 FASTCGI_PARAMS = "/etc/nginx/fastcgi_params"
 
@@ -107,7 +106,7 @@ class Nginx:
     http_extra: Sequence[str] = ()
     #: ``error_log`` level; ``debug`` needs an nginx built ``--with-debug`` (Debian's is).
     log_level: str = "info"
-    proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    process: WebServer | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.binary is None:
@@ -201,41 +200,28 @@ class Nginx:
             raise RuntimeError(f"nginx rejected {self.conf_path}:\n{result.stderr}\n{self.config_text()}")
 
     def start(self, timeout: float = 15.0) -> Nginx:
-        if self.proc is not None:
+        if self.process is not None:
             raise RuntimeError("nginx is already running")
         self.check_config()
-        # Its own session: the worker can be reached through the process group if the master is killed.
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        RUNNING.append(self)
-        try:
-            wait_for_port(self.address, timeout=timeout, proc=self.proc)
-        except BaseException as exc:
-            log = self.error_log()
-            self.stop()
-            raise RuntimeError(f"nginx did not start: {exc}\n--- {self.error_log_path}:\n{log}") from exc
+        # SIGQUIT is nginx's graceful stop.
+        self.process = WebServer("nginx", self.prefix, self.command(), port=self.port,
+                                 error_log_path=self.error_log_path, stop_signal=signal.SIGQUIT)
+        self.process.start(timeout)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGQUIT) by PID; SIGKILL to its process group if it hangs."""
-        proc, self.proc = self.proc, None
-        if self in RUNNING:
-            RUNNING.remove(self)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGQUIT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                # The master started the session, so its PID is the process group id.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
+        """Graceful stop by PID; SIGKILL to its process group if it hangs."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.stop(timeout)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc if self.process is not None else None
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process is not None and self.process.running
 
     def __enter__(self) -> Nginx:
         return self.start()
@@ -293,8 +279,6 @@ class Nginx:
         return f"nginx {self.address} ({self.conf_path})"
 
 
-#: Instances started and not yet stopped, oldest first.
-RUNNING: list[Nginx] = []
 
 
 

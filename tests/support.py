@@ -152,6 +152,40 @@ def process_log(proc: subprocess.Popen[Any]) -> str:
     return path.read_text(errors="replace") if path else ""
 
 
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie (one nobody may ever reap counts as gone)."""
+    found = _stat(pid)
+    return found is not None and found[0] != "Z"
+
+
+def parent_of(pid: int) -> int | None:
+    found = _stat(pid)
+    return found[1] if found is not None else None
+
+
+def descendants(pid: int, *, depth: int | None = None) -> list[int]:
+    """Every living process below ``pid`` (only its children with ``depth=1``)."""
+    parents = {int(entry.name): found[1] for entry in Path("/proc").iterdir()
+               if entry.name.isdigit() and (found := _stat(int(entry.name))) is not None and found[0] != "Z"}
+    result: list[int] = []
+    frontier, level = [pid], 0
+    while frontier and (depth is None or level < depth):
+        children = [child for child, parent in parents.items() if parent in frontier]
+        result += children
+        frontier, level = children, level + 1
+    return result
+
+
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -49,7 +49,7 @@ from typing import Any
 import apache
 import programs
 import pytest
-from frontend_checks import CHECKS, Check, Site, check_app_error, check_flask_urls, check_id
+from frontend_checks import CHECKS, Check, Site, check_app_error, check_flask_urls, check_id, flask_env
 from snippets import doc_snippet
 from support import ROOT, free_port, process_log, run_fcgibridge, wait_for_port
 from webserver import Reply, WebServer
@@ -233,7 +233,7 @@ class TestFlaskPrefix:
     @classmethod
     def stack(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         directory = tmp_path_factory.mktemp("apache-flask")
-        env = {"FLASK_APP_DB": str(directory / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(directory / "uploads")}
+        env = flask_env(directory)
         backend, port = f"127.0.0.1:{free_port()}", free_port()
         with proxy_stack("prefix", {"127.0.0.1:9000": backend},
                          prefix_command(backend, FLASK_APP), backend, port, "wsgi", directory, mount="/app",

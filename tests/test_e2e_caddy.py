@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from caddy_h2o import caddy, caddy_log_problems, sent_params, upload_in_two_parts, write_params_app
-from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, check_streaming
+from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, check_streaming, flask_env
 from nginx import unix_socket_path
 from snippets import doc_snippet
 from support import free_port, process_log, run_fcgibridge
@@ -76,7 +76,7 @@ def test_checks(site: Site, check: Check) -> None:
 
 
 def test_flask_example_under_the_prefix(tmp_path: Path) -> None:
-    env = {"FLASK_APP_DB": str(tmp_path / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(tmp_path / "uploads")}
+    env = flask_env(tmp_path)
     with behind_caddy(tmp_path, "caddy-prefix", "examples.flask_app.app:app", env=env) as server:
         check_flask_urls(server, "/app")
         redirect = server.get("/app")  # the snippet's redir: /app/* does not match /app

@@ -36,7 +36,7 @@ from caddy_h2o import (
     upload_in_two_parts,
     write_params_app,
 )
-from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id
+from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, flask_env
 from nginx import unix_socket_path
 from snippets import doc_snippet
 from support import ROOT, free_port, process_log, run_fcgibridge
@@ -131,7 +131,7 @@ def test_checks(site: Site, check: Check) -> None:
 
 
 def test_flask_example_under_the_prefix(tmp_path: Path) -> None:
-    env = {"FLASK_APP_DB": str(tmp_path / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(tmp_path / "uploads")}
+    env = flask_env(tmp_path)
     with behind_h2o(tmp_path, "h2o-prefix", "examples.flask_app.app:app", env=env) as server:
         check_flask_urls(server, "/app")
         redirect = server.get("/app")  # PATH_INFO "": Flask redirects to the mount point's /

@@ -39,11 +39,11 @@ from typing import Any
 import asgiref
 import programs
 import pytest
-from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id
+from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, flask_env
 from lighttpd import lighttpd_fastcgi, log_problems, log_size
 from nginx import unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, free_port, run_fcgibridge
+from support import ROOT, alive, descendants, free_port, parent_of, run_fcgibridge
 from webserver import Reply, WebServer
 
 pytestmark = pytest.mark.e2e
@@ -101,42 +101,6 @@ def json_of(reply: Reply) -> Any:
 
 
 # ------------------------------------------------------------------------------- processes
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    found = _stat(pid)
-    return found is not None and found[0] != "Z"
-
-
-def parent_of(pid: int) -> int | None:
-    found = _stat(pid)
-    return found[1] if found is not None else None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every living process below ``pid``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (found := _stat(int(entry.name))) is not None and found[0] != "Z":
-            parents[int(entry.name)] = found[1]
-    result: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        result += children
-        frontier += children
-    return result
 
 
 def uid_of(pid: int) -> int:
@@ -207,7 +171,7 @@ def test_connected(connected_site: Site, check: Check) -> None:
 
 def test_flask_example_under_the_prefix(tmp_path: Path) -> None:
     backend = new_backend(tmp_path, "unix")
-    env = {"FLASK_APP_DB": str(tmp_path / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(tmp_path / "uploads")}
+    env = flask_env(tmp_path)
     with run_fcgibridge(FLASK_APP, "-b", backend, address=backend, env=env):
         body = doc_snippet(PAGE, "lighttpd-prefix", socket_replacements(backend))
         with running_lighttpd(tmp_path / "lighttpd", body) as server:

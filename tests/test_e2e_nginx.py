@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from frontend_checks import flask_env
 from nginx import Location, Nginx, ProcessOutput, Reply, unix_socket_path
 from support import free_port, run_fcgibridge
 
@@ -110,10 +111,6 @@ def serve_behind_nginx(
     finally:
         if output is not None:
             output.close()  # the process is stopped by now: its pipes are closed
-
-
-def flask_env(directory: Path) -> dict[str, str]:
-    return {"FLASK_APP_DB": str(directory / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(directory / "uploads")}
 
 
 @pytest.fixture(scope="class", params=COMBINATIONS)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id
+from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, flask_env
 from nginx import FASTCGI_PARAMS, Nginx, unix_socket_path
 from snippets import doc_snippet
 from support import free_port, process_log, run_fcgibridge
@@ -60,7 +60,7 @@ def test_checks(site: Site, check: Check) -> None:
 
 
 def test_flask_example_under_the_prefix(nginx_binary: str, tmp_path: Path) -> None:
-    env = {"FLASK_APP_DB": str(tmp_path / "guestbook.sqlite3"), "FLASK_APP_UPLOADS": str(tmp_path / "uploads")}
+    env = flask_env(tmp_path)
     with behind_nginx(tmp_path, nginx_binary, "nginx-prefix", "examples.flask_app.app:app", env=env) as server:
         check_flask_urls(server, "/app")
 

@@ -39,7 +39,7 @@ from apps.frontend_app import SECRET
 from frontend_checks import CHECKS, Check, Site, check_id
 from nginx import Location, Nginx, unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, free_port
+from support import ROOT, alive, descendants, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -79,30 +79,6 @@ def spawned_pids(result: subprocess.CompletedProcess[str]) -> list[int]:
 # ------------------------------------------------------------------------------- processes
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid), None when the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    found = _stat(pid)
-    return found is not None and found[0] != "Z"  # nobody may reap it: spawn-fcgi is gone
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None and stat[0] != "Z" \
-                and stat[1] == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def uid_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):
@@ -120,7 +96,7 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
 def stop_spawned(pid: int, timeout: float = 15.0) -> bool:
     """SIGTERM to ``pid``; SIGKILL to it and its workers if they are not gone in time.
     True when the graceful stop was enough."""
-    workers = children(pid)
+    workers = descendants(pid, depth=1)
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -192,7 +168,7 @@ def test_service_command(tmp_path: Path, nginx_factory: object) -> None:
         assert pid_file.read_text().split() == [str(pid)]
         status = socket.stat()
         assert (status.st_mode & 0o777, status.st_uid, status.st_gid) == (0o660, user.pw_uid, user.pw_gid)
-        wait_until(lambda: len(children(pid)) == 2, 20, "fcgibridge did not start its 2 workers")
+        wait_until(lambda: len(descendants(pid, depth=1)) == 2, 20, "fcgibridge did not start its 2 workers")
         assert os.getsid(pid) == pid  # a session of its own
         assert uid_of(pid) == os.geteuid()  # no -u: the user who ran spawn-fcgi
         assert os.readlink(f"/proc/{pid}/fd/1") == "/dev/null"  # stderr is the --error-log file
@@ -208,7 +184,7 @@ def test_service_command(tmp_path: Path, nginx_factory: object) -> None:
         assert "socket is already in use" in again.stdout + again.stderr
         # ... and it emptied the PID file on its way out
         assert pid_file.exists() and pid_file.read_text() == ""
-        workers = children(pid)
+        workers = descendants(pid, depth=1)
         assert stop_spawned(pid), "no graceful stop on SIGTERM"
         assert not any(alive(p) for p in (pid, *workers))
 
