@@ -136,7 +136,7 @@ class AcceptApp:
     ``start()``, ``restart()`` and ``stop()`` call the script's hooks of those names (a
     missing hook does nothing and returns 0) under the same lock as ``accept``, so a hook
     never runs in the middle of a request. The server calls them (see
-    :mod:`fcgibridge.server.worker`); under another WSGI server, call them yourself.
+    :mod:`fcgibridge.process.worker`); under another WSGI server, call them yourself.
     """
 
     def __init__(self, script: Any, *, name: str | None = None) -> None:

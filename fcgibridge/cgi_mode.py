@@ -59,8 +59,8 @@ def is_cgi_invocation(environ: Mapping[str, str], stdin_fd: int = 0) -> bool:
 
 def run(config: Config) -> int:
     """Answer the request in ``os.environ`` and stdin; returns the exit status."""
-    from .server import load
-    from .server.worker import Worker, new_event_loop
+    from .process.run import load
+    from .process.worker import Worker, new_event_loop
 
     if config.log_level == "info":  # "worker ready" for every request would fill the web server's log
         logging.getLogger("fcgibridge.server").setLevel(logging.WARNING)

@@ -83,9 +83,9 @@ def _serve(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, lambda *_: None)
     if config.status_path or config.ping_path or config.access_log or config.allow_from:
         # Status, ping, access log and --allow-from, set up before any worker forks.
-        configure_ops: Callable[[Config], None] = importlib.import_module("fcgibridge.server.status").configure
+        configure_ops: Callable[[Config], None] = importlib.import_module("fcgibridge.process.status").configure
         configure_ops(config)
-    run: Callable[[Config], int] = importlib.import_module("fcgibridge.server").run
+    run: Callable[[Config], int] = importlib.import_module("fcgibridge.process").run
     return run(config)
 
 
@@ -93,9 +93,9 @@ def _check_config(config: Config) -> int:
     """``--check-config``: the config loaded (that is done), the socket owner and group
     exist, the access log format works, the app imports; prints OK. Any mistake is a
     :class:`UserError` (exit status 2)."""
-    from .listeners import socket_owner
-    from .server import load
-    from .server.accesslog import AccessLog
+    from .process.accesslog import AccessLog
+    from .process.listeners import socket_owner
+    from .process.run import load
 
     socket_owner(config.socket_owner, config.socket_group)
 

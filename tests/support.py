@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fcgibridge.config import Config
-from fcgibridge.server.worker import Worker, new_event_loop
+from fcgibridge.process.worker import Worker, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,16 +36,16 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Config]:
-    """Replaces fcgibridge.server with a stand-in whose run() records its config."""
+    """Replaces fcgibridge.process with a stand-in whose run() records its config."""
     calls: list[Config] = []
-    module = types.ModuleType("fcgibridge.server")
+    module = types.ModuleType("fcgibridge.process")
 
     def run(config: Config) -> int:
         calls.append(config)
         return 0
 
     module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fcgibridge.server", module)
+    monkeypatch.setitem(sys.modules, "fcgibridge.process", module)
     monkeypatch.chdir(tmp_path)
     for var in [v for v in os.environ if v.startswith("FCGIBRIDGE_") or v == "WEB_CONCURRENCY"]:
         monkeypatch.delenv(var)
@@ -101,7 +101,7 @@ def test_serve_reads_the_environment(fake_server: list[Config], monkeypatch: pyt
 
 
 def test_serve_returns_the_servers_status(fake_server: list[Config], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys.modules["fcgibridge.server"], "run", lambda config: 3)
+    monkeypatch.setattr(sys.modules["fcgibridge.process"], "run", lambda config: 3)
     assert main(["myapp:app"]) == 3
 
 
@@ -111,7 +111,7 @@ def test_user_error_from_the_server(
     def run(config: Config) -> int:
         raise UserError("cannot listen on 127.0.0.1:9000: address already in use")
 
-    monkeypatch.setattr(sys.modules["fcgibridge.server"], "run", run)
+    monkeypatch.setattr(sys.modules["fcgibridge.process"], "run", run)
     assert main(["myapp:app"]) == 2
     assert capsys.readouterr().err == "fcgibridge: error: cannot listen on 127.0.0.1:9000: address already in use\n"
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from fcgibridge import listeners
 from fcgibridge.config import Config
 from fcgibridge.errors import UserError
-from fcgibridge.listeners import (
+from fcgibridge.process import listeners
+from fcgibridge.process.listeners import (
     FdAddress,
     TcpAddress,
     UnixAddress,
@@ -355,7 +355,7 @@ def test_fd_not_open(opened: list[socket.socket]) -> None:
 
 CHILD_PRELUDE = """
     import json, os, socket, sys
-    from fcgibridge import listeners
+    from fcgibridge.process import listeners
     from fcgibridge.config import Config
 """
 

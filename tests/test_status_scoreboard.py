@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from fcgibridge.server.scoreboard import Scoreboard
+from fcgibridge.process.scoreboard import Scoreboard
 
 
 def in_child(board: Scoreboard, served: int) -> int:

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from ..config import Config
-from .connection import RequestStream, WorkerState
+from ..server.connection import RequestStream, WorkerState
 
 log = logging.getLogger("fcgibridge.server")
 

@@ -41,10 +41,10 @@ from asgiref.compatibility import guarantee_single_callable
 
 from ..accept import AcceptApp
 from ..config import Config
-from .asgi import ASGIAdapter, Lifespan
-from .connection import AppAdapter, FastCGIProtocol, RequestStream, WorkerState
+from ..server.asgi import ASGIAdapter, Lifespan
+from ..server.connection import AppAdapter, FastCGIProtocol, RequestStream, WorkerState
+from ..server.wsgi import WSGIAdapter
 from .timeouts import RequestTimeouts
-from .wsgi import WSGIAdapter
 
 log = logging.getLogger("fcgibridge.server")
 

@@ -27,10 +27,10 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 __all__ = [
     "DEFAULT_BIND",
@@ -141,7 +141,7 @@ def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None =
     *environ* defaults to ``os.environ``; the systemd variables are removed from it once
     used, so that the app's own child processes do not take the sockets for theirs.
     """
-    from .config import parse_socket_mode
+    from ..config import parse_socket_mode
 
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     try:

@@ -2,7 +2,7 @@
 
 ``--status-path`` and ``--ping-path`` (off by default) are answered by the worker that
 receives them, before any app runs, like PHP-FPM's ``pm.status_path`` and ``ping.path``.
-The status figures come from the shared :mod:`~fcgibridge.server.scoreboard`, so they
+The status figures come from the shared :mod:`~fcgibridge.process.scoreboard`, so they
 add up every worker process. Formats: plain text (default), ``?json``, and
 ``?prometheus`` (also ``?format=text|json|prometheus``; ``?openmetrics`` is the same as
 ``?prometheus``).
@@ -25,11 +25,11 @@ from urllib.parse import parse_qs
 
 from ..cgi import format_head
 from ..config import Config
-from ..listeners import peer_allowed
-from . import connection
+from ..server import connection
+from ..server.asgi import ASGIAdapter
+from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
 from .accesslog import AccessLog, head_length, setup_access_logger
-from .asgi import ASGIAdapter
-from .connection import FastCGIProtocol, RequestStream, WorkerState
+from .listeners import peer_allowed
 from .scoreboard import Scoreboard, Slot, SlotView, Totals, install, installed
 
 __all__ = ["ObservedStream", "Observer", "attach", "configure", "listen_queue", "render_status"]

@@ -1,0 +1,153 @@
+"""Running the server: bind the listeners, load the app, serve in one process or under a supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import UserError
+from ..logs import reopen_logs
+from ..server.asgi import LifespanFailure
+from .listeners import UnixAddress, open_listeners, parse_bind, peer_allowed, web_server_addrs
+from .supervisor import BOOT_FAILED, READY, Supervisor
+from .systemd import sd_notify
+from .worker import run_worker
+
+log = logging.getLogger("fcgibridge.server")
+
+
+def load(config: Config) -> tuple[Any, str]:
+    """The app object and its interface (detected unless ``--interface`` says)."""
+    from ..accept import AcceptApp
+    from ..importer import detect_interface, load_app
+
+    if config.interface == "lua" or (config.interface == "auto" and config.app.endswith(".lua")):
+        from ..lua import load_lua
+
+        return load_lua(config.app, version=config.lua_version, args=config.args, cwd=Path.cwd()), "lua"
+    if config.args:  # a Python script's arguments, as if it had been run with them
+        sys.argv = [config.app.partition(":")[0], *config.args]
+    app = load_app(config.app, cwd=Path.cwd())
+    interface = config.interface if config.interface != "auto" else detect_interface(app, name=config.app)
+    if interface == "accept" and not isinstance(app, AcceptApp):
+        try:
+            app = AcceptApp(app, name=config.app)
+        except TypeError:
+            raise UserError(f"{config.app} has no accept function, so it cannot be served as accept-style") from None
+    return app, interface
+
+
+def run(config: Config) -> int:
+    """Bind, load the app, and serve until stopped; returns the exit code.
+
+    A supervisor forks the workers (each loads the app itself, unless ``--preload``) when
+    there is more than one, or when something needs a parent: ``--max-requests``,
+    ``--timeout`` (a stuck worker is replaced), ``--reload``. Otherwise everything runs in
+    this process, as mod_fcgid and spawn-fcgi expect.
+    """
+    listeners = open_listeners(config)
+    own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
+    try:
+        for sock in listeners:
+            log.info("listening on %s", describe(sock))
+        preloaded = load_or_exit(config) if config.preload else None
+        if isinstance(preloaded, int):
+            return preloaded
+        work = _worker_body(config, listeners, preloaded)
+        if not needs_supervisor(config):
+            code = work(_notify_ready)
+            _exit_past_stuck_threads(code, own_socket_files)
+            return code
+        return _supervise(config, work)
+    finally:
+        _remove_socket_files(own_socket_files)
+
+
+def needs_supervisor(config: Config) -> bool:
+    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload)
+
+
+def _supervise(config: Config, work: Callable[..., int]) -> int:
+    def child(report: Callable[[bytes], None]) -> int:
+        return work(lambda: report(READY), report)
+
+    supervisor = Supervisor(config.workers, child, config.graceful_timeout,
+                            on_reopen=reopen_logs)
+    supervisor.on_started = _notify_ready
+    reloader = None
+    if config.reload:
+        from .reloader import Reloader
+
+        reloader = Reloader(Path.cwd())
+        reloader.start()
+    try:
+        return supervisor.run()
+    finally:
+        if reloader is not None:
+            reloader.stop()
+
+
+def _notify_ready() -> None:
+    """systemd ``Type=notify``: READY=1 once the (first) worker serves."""
+    sd_notify("READY=1")
+
+
+def load_or_exit(config: Config) -> tuple[Any, str] | int:
+    try:
+        return load(config)
+    except UserError as exc:
+        print(f"fcgibridge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker_body(config: Config, listeners: list[socket.socket],
+                 preloaded: tuple[Any, str] | None = None) -> Callable[..., int]:
+    """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
+    addrs = web_server_addrs(os.environ)
+    allowed = None if addrs is None else (lambda peer: peer_allowed(peer, addrs))
+
+    def work(on_ready: Callable[[], None] | None, report: Callable[[bytes], None] | None = None) -> int:
+        loaded = preloaded if preloaded is not None else load_or_exit(config)
+        if isinstance(loaded, int):
+            return loaded
+        app, interface = loaded
+        try:
+            return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready,
+                              report=report, reopen_logs=reopen_logs)
+        except LifespanFailure as exc:
+            print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
+            return BOOT_FAILED
+
+    return work
+
+
+def describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        host, port = name[0], name[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"unix:{name}" if name else f"fd {sock.fileno()}"
+
+
+def _remove_socket_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _exit_past_stuck_threads(code: int, socket_files: list[str]) -> None:
+    """An app thread stuck past the graceful timeout must not keep the process alive."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        _remove_socket_files(socket_files)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
