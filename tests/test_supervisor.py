@@ -104,7 +104,9 @@ def test_reload_restarts_the_workers_when_a_source_file_changes(tmp_path: Path) 
     (tmp_path / "devapp.py").write_text(_DEVAPP.replace("VERSION", "one"))
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge("devapp:app", "-b", address, "--reload", address=address, cwd=tmp_path,
-                        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).parent.parent}"}) as proc:
+                        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).parent.parent}",
+                             # Bytecode caching on: a stale .pyc must not hide the change.
+                             "PYTHONDONTWRITEBYTECODE": ""}) as proc:
         assert FastCGIClient(address).request("GET", "/").body == b"one"
         # The watcher thread may not watch yet (a loaded machine): write again until it saw one.
         def seen() -> bool:

@@ -55,6 +55,10 @@ def run(config: Config) -> int:
     """
     listeners = open_listeners(config)
     own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
+    if config.reload:
+        # Python checks a .pyc against the source's mtime in whole seconds and its size: an
+        # edit within the second of the import that keeps the size would reload stale code.
+        sys.dont_write_bytecode = True
     try:
         for sock in listeners:
             log.info("listening on %s", describe(sock))
