@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from ..addresses import UnixAddress, parse_connect
 from ..cgi import CGIHead, CGIResponseError, HeadParser
 from ..protocol import (
     ClientConnection,
@@ -104,19 +105,14 @@ _REFUSALS: dict[int, type[RequestRefused]] = {
 
 
 def parse_address(text: str) -> tuple[int, Any]:
-    """``(family, sockaddr)`` for ``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH``."""
-    if text.startswith("unix:"):
-        if not text[5:]:
-            raise ValueError(f"bad FastCGI address {text!r}: unix: needs a path")
-        return socket.AF_UNIX, text[5:]
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad FastCGI address {text!r}: use HOST:PORT, [IPv6]:PORT or unix:PATH")
-    if host.startswith("[") and host.endswith("]"):
-        return socket.AF_INET6, (host[1:-1], int(port))
-    if ":" in host:
-        raise ValueError(f"bad FastCGI address {text!r}: write an IPv6 host in brackets, [::1]:PORT")
-    return socket.AF_INET, (host or "127.0.0.1", int(port))
+    """``(family, sockaddr)`` to connect to ``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:PATH``
+    (the grammar of :mod:`fcgibridge.addresses`; ``:PORT`` is ``127.0.0.1:PORT``).
+    A malformed address is a :class:`ValueError` (an :class:`~fcgibridge.addresses.AddressError`)."""
+    address = parse_connect(text)
+    if isinstance(address, UnixAddress):
+        return socket.AF_UNIX, address.path
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    return family, (address.host, address.port)
 
 
 # ------------------------------------------------------------------------- timeouts

@@ -2,7 +2,8 @@
 
 :func:`open_listeners` decides where to listen, in this order:
 
-1. every ``-b/--bind`` address: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH``, ``fd://N``;
+1. every ``-b/--bind`` address: ``HOST:PORT``, ``[IPv6]:PORT``, ``unix:PATH``, ``fd://N``
+   (the grammar of :mod:`fcgibridge.addresses`, which the client shares);
 2. systemd socket activation (``LISTEN_FDS`` sockets from fd 3 on, for this ``LISTEN_PID``);
 3. fd 0, when it is a listening socket: that is how spawn-fcgi, lighttpd's ``bin-path``
    and Apache mod_fcgid start a FastCGI application;
@@ -24,9 +25,9 @@ import re
 import socket
 import stat
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..addresses import Address, FdAddress, TcpAddress, UnixAddress, parse_bind
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -53,86 +54,8 @@ SYSTEMD_FIRST_FD = 3
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_FORMS = "use HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
-
-
-@dataclass(frozen=True, slots=True)
-class TcpAddress:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class UnixAddress:
-    path: str
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}"
-
-
-@dataclass(frozen=True, slots=True)
-class FdAddress:
-    fd: int
-
-    def __str__(self) -> str:
-        return f"fd://{self.fd}"
-
-
-BindAddress = TcpAddress | UnixAddress | FdAddress
-
-
-def parse_bind(text: str) -> BindAddress:
-    """Parse one ``-b`` address; a malformed one is a :class:`UserError` saying how to write it."""
-    text = text.strip()
-    if not text:
-        raise UserError(f"empty bind address; {_FORMS}")
-    if text.startswith("unix:"):
-        path = text.removeprefix("unix:")
-        path = path[2:] if path.startswith("//") else path  # unix:///run/app.sock is unix:/run/app.sock
-        if not path:
-            raise UserError(f"bind address {text!r} has no path; write unix:/run/app.sock, for example")
-        if "\0" in path:
-            raise UserError(f"bind address {text!r} contains a NUL character")
-        return UnixAddress(path)
-    if text.startswith("fd://"):
-        number = text.removeprefix("fd://")
-        if not re.fullmatch(r"[0-9]+", number):
-            raise UserError(f"bind address {text!r} needs a file descriptor number, such as fd://3")
-        return FdAddress(int(number))
-    if "://" in text:
-        raise UserError(f"bind address {text!r} has an unknown scheme; {_FORMS}")
-    if text.startswith(("/", "./", "../", "~")):
-        raise UserError(f"bind address {text!r} looks like a path; write unix:{text}")
-
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket:
-            raise UserError(f"bind address {text!r} lacks the closing ']'; write [::1]:9000, for example")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise UserError(f"bind address {text!r}: {host!r} is not an IPv6 address") from None
-        if not rest.startswith(":"):
-            raise UserError(f"bind address {text!r} has no port; write [{host}]:9000, for example")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = text.rpartition(":")
-        if not colon:
-            example = f"127.0.0.1:{text}" if text.isdigit() else f"{text}:9000"
-            raise UserError(f"bind address {text!r} has no port; write {example}, for example")
-        if ":" in host:
-            raise UserError(f"bind address {text!r}: IPv6 addresses go in brackets, as in [{host}]:{port_text}")
-        if not host:
-            raise UserError(
-                f"bind address {text!r} has no host; write 127.0.0.1:{port_text} (this machine only) "
-                f"or 0.0.0.0:{port_text} (every interface)"
-            )
-    if not re.fullmatch(r"[0-9]{1,5}", port_text) or int(port_text) > 65535:
-        raise UserError(f"bind address {text!r}: the port must be a number from 0 to 65535")
-    return TcpAddress(host, int(port_text))
+#: What ``-b`` takes: the address grammar (:mod:`fcgibridge.addresses`) the client shares.
+BindAddress = Address
 
 
 def open_listeners(config: Config, *, environ: MutableMapping[str, str] | None = None) -> list[socket.socket]:
