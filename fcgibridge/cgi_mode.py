@@ -59,7 +59,8 @@ def is_cgi_invocation(environ: Mapping[str, str], stdin_fd: int = 0) -> bool:
 
 def run(config: Config) -> int:
     """Answer the request in ``os.environ`` and stdin; returns the exit status."""
-    from .process.run import load
+    from .importer import load
+    from .process.runtime import Runtime
     from .process.worker import Worker, new_event_loop
 
     if config.log_level == "info":  # "worker ready" for every request would fill the web server's log
@@ -73,7 +74,7 @@ def run(config: Config) -> int:
     os.environ.pop("HTTP_PROXY", None)
     try:
         try:
-            app, interface = load(replace(config, workers=1))
+            loaded = load(config)
         except UserError as exc:
             print(f"fcgibridge: error: {exc}", file=sys.stderr)
             return 2
@@ -83,7 +84,7 @@ def run(config: Config) -> int:
             listener.bind(path)
             listener.listen(1)
             listener.setblocking(False)
-            worker = Worker(replace(config, workers=1), [listener], app, interface, None)
+            worker = Worker(loaded, [listener], Runtime(replace(config, workers=1)))
             server = _ServerThread(worker, new_event_loop(config.loop))
             try:
                 if not server.start():

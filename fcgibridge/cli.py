@@ -81,10 +81,6 @@ def _serve(argv: list[str]) -> int:
     # server while the app loads. A Python-level handler, unlike SIG_IGN, is not inherited
     # by programs the app runs.
     signal.signal(signal.SIGHUP, lambda *_: None)
-    if config.status_path or config.ping_path or config.access_log or config.allow_from:
-        # Status, ping, access log and --allow-from, set up before any worker forks.
-        configure_ops: Callable[[Config], None] = importlib.import_module("fcgibridge.process.status").configure
-        configure_ops(config)
     run: Callable[[Config], int] = importlib.import_module("fcgibridge.process").run
     return run(config)
 
@@ -93,9 +89,9 @@ def _check_config(config: Config) -> int:
     """``--check-config``: the config loaded (that is done), the socket owner and group
     exist, the access log format works, the app imports; prints OK. Any mistake is a
     :class:`UserError` (exit status 2)."""
+    from .importer import load
     from .process.accesslog import AccessLog
     from .process.listeners import socket_owner
-    from .process.run import load
 
     socket_owner(config.socket_owner, config.socket_group)
 
@@ -103,7 +99,7 @@ def _check_config(config: Config) -> int:
         AccessLog(config.access_log_format, logging.getLogger("fcgibridge.access")).check()
     except ValueError as exc:
         raise UserError(f"--access-log-format: {exc}") from None
-    _, interface = load(config)
+    interface = load(config).interface
     print(f"OK: {config.app} ({interface.upper()} app)" + (f", config file {config.config}" if config.config else ""))
     return 0
 

@@ -29,17 +29,66 @@ import reprlib
 import sys
 import traceback
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction
 
 from .errors import UserError
 
-__all__ = ["Interface", "detect_interface", "load_app"]
+if TYPE_CHECKING:
+    from .config import Config
 
-Interface = Literal["wsgi", "asgi3", "asgi2", "accept"]
+__all__ = ["Interface", "LoadedApp", "detect_interface", "load", "load_app"]
+
+
+class Interface(StrEnum):
+    """How the server talks to an app (``--interface``)."""
+
+    WSGI = "wsgi"
+    ASGI3 = "asgi3"
+    ASGI2 = "asgi2"
+    #: A script whose ``accept()`` returns a whole CGI response (served as WSGI).
+    ACCEPT = "accept"
+    #: The same, written in Lua (served as WSGI through lupa).
+    LUA = "lua"
+
+    @property
+    def is_wsgi(self) -> bool:
+        return self in (Interface.WSGI, Interface.ACCEPT, Interface.LUA)
+
+
+@dataclass(frozen=True)
+class LoadedApp:
+    """The app as ``APP`` named it, ready to serve, and its interface."""
+
+    app: Any
+    interface: Interface
+    #: The APP argument, for messages.
+    name: str
+
+
+def load(config: Config) -> LoadedApp:
+    """Import the app ``config.app`` names; its interface is detected unless ``--interface`` says."""
+    from .accept import AcceptApp
+
+    if config.interface == "lua" or (config.interface == "auto" and config.app.endswith(".lua")):
+        from .lua import load_lua
+
+        lua_app = load_lua(config.app, version=config.lua_version, args=config.args, cwd=Path.cwd())
+        return LoadedApp(lua_app, Interface.LUA, config.app)
+    if config.args:  # a Python script's arguments, as if it had been run with them
+        sys.argv = [config.app.partition(":")[0], *config.args]
+    app = load_app(config.app, cwd=Path.cwd())
+    interface = Interface(config.interface) if config.interface != "auto" else detect_interface(app, name=config.app)
+    if interface is Interface.ACCEPT and not isinstance(app, AcceptApp):
+        try:
+            app = AcceptApp(app, name=config.app)
+        except TypeError:
+            raise UserError(f"{config.app} has no accept function, so it cannot be served as accept-style") from None
+    return LoadedApp(app, interface, config.app)
 
 #: Attributes tried, in order, when APP names only a module.
 DEFAULT_ATTRIBUTES = ("app", "application")
@@ -284,7 +333,7 @@ def detect_interface(app: object, *, name: str | None = None) -> Interface:
     """
     label = name or "the object"
     if not callable(app) and callable(getattr(app, "accept", None)):
-        return "accept"
+        return Interface.ACCEPT
     if not callable(app):
         raise UserError(f"{label} is not a WSGI or ASGI application: it is {_describe(app)}, which is not callable")
     try:
@@ -300,19 +349,19 @@ def detect_interface(app: object, *, name: str | None = None) -> Interface:
         call = _class_call(app)
         if call is not None and iscoroutinefunction(call):
             if fits(1):
-                return "asgi2"
+                return Interface.ASGI2
             if fits(0):
                 raise UserError(f"{label} is an ASGI application class, not an application; create one: {label}()")
         elif fits(2):
-            return "wsgi"
+            return Interface.WSGI
         raise UserError(f"{label} is a class that is not a WSGI or ASGI application (its __init__ is {signature})")
 
     if _is_async(app):
         if fits(3):
-            return "asgi3"
+            return Interface.ASGI3
         raise UserError(f"{label} is async but does not take (scope, receive, send); its signature is {signature}")
 
-    interfaces: dict[int, Interface] = {1: "asgi2", 2: "wsgi", 3: "asgi3"}
+    interfaces: dict[int, Interface] = {1: Interface.ASGI2, 2: Interface.WSGI, 3: Interface.ASGI3}
     candidates = [interfaces[n] for n in interfaces if fits(n)]
     if len(candidates) == 1:
         return candidates[0]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fcgibridge.config import Config
+from fcgibridge.importer import Interface, LoadedApp
+from fcgibridge.process.runtime import Runtime
 from fcgibridge.process.worker import Worker, new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +51,7 @@ class ServerThread:
         name = sock.getsockname()
         self.address = f"unix:{name}" if isinstance(name, str) else f"{name[0]}:{name[1]}"
         self.loop = new_event_loop(config.loop)
-        self.worker = Worker(config, [sock], app, interface, None)
+        self.worker = Worker(LoadedApp(app, Interface(interface), "test"), [sock], Runtime(config))
         self.ready = threading.Event()
         self.result: BaseException | int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

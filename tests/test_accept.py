@@ -15,6 +15,7 @@ from support import RawConnection, serve
 from fcgibridge import AcceptApp
 from fcgibridge.accept import AcceptError, LogWriter, hook_code
 from fcgibridge.lua import load_lua
+from fcgibridge.process.apps import AcceptHooks
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -177,4 +178,4 @@ def test_sync_mode_serves_accept_style_scripts_too(make: Any) -> None:
         assert get(srv, "/one")[1] == b"uri=/one count=1 generation=0"
         assert get(srv, "/body", body=b"xyz")[1] == b"xyz"
         assert get(srv, "/raise")[0].status == 500
-        assert srv.worker.script is not None
+        assert isinstance(srv.worker.lifecycle, AcceptHooks)  # its hooks are wired

@@ -6,6 +6,6 @@ Each worker runs one event loop serving the listeners with :mod:`fcgibridge.serv
 
 from __future__ import annotations
 
-from .run import load, run
+from .run import run
 
-__all__ = ["load", "run"]
+__all__ = ["run"]

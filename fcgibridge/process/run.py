@@ -10,39 +10,19 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..config import Config
 from ..errors import UserError
+from ..importer import LoadedApp, load
 from ..logs import reopen_logs
 from ..server.asgi import LifespanFailure
-from .listeners import UnixAddress, open_listeners, parse_bind, peer_allowed, web_server_addrs
+from .listeners import UnixAddress, open_listeners, parse_bind
+from .runtime import Runtime
 from .supervisor import BOOT_FAILED, READY, Supervisor
 from .systemd import sd_notify
 from .worker import run_worker
 
 log = logging.getLogger("fcgibridge.server")
-
-
-def load(config: Config) -> tuple[Any, str]:
-    """The app object and its interface (detected unless ``--interface`` says)."""
-    from ..accept import AcceptApp
-    from ..importer import detect_interface, load_app
-
-    if config.interface == "lua" or (config.interface == "auto" and config.app.endswith(".lua")):
-        from ..lua import load_lua
-
-        return load_lua(config.app, version=config.lua_version, args=config.args, cwd=Path.cwd()), "lua"
-    if config.args:  # a Python script's arguments, as if it had been run with them
-        sys.argv = [config.app.partition(":")[0], *config.args]
-    app = load_app(config.app, cwd=Path.cwd())
-    interface = config.interface if config.interface != "auto" else detect_interface(app, name=config.app)
-    if interface == "accept" and not isinstance(app, AcceptApp):
-        try:
-            app = AcceptApp(app, name=config.app)
-        except TypeError:
-            raise UserError(f"{config.app} has no accept function, so it cannot be served as accept-style") from None
-    return app, interface
 
 
 def run(config: Config) -> int:
@@ -65,7 +45,8 @@ def run(config: Config) -> int:
         preloaded = load_or_exit(config) if config.preload else None
         if isinstance(preloaded, int):
             return preloaded
-        work = _worker_body(config, listeners, preloaded)
+        # Status, ping, access log and the peer filter: made before any worker forks.
+        work = _worker_body(Runtime.from_config(config), listeners, preloaded)
         if not needs_supervisor(config):
             code = work(_notify_ready)
             _exit_past_stuck_threads(code, own_socket_files)
@@ -104,7 +85,7 @@ def _notify_ready() -> None:
     sd_notify("READY=1")
 
 
-def load_or_exit(config: Config) -> tuple[Any, str] | int:
+def load_or_exit(config: Config) -> LoadedApp | int:
     try:
         return load(config)
     except UserError as exc:
@@ -112,20 +93,16 @@ def load_or_exit(config: Config) -> tuple[Any, str] | int:
         return 2
 
 
-def _worker_body(config: Config, listeners: list[socket.socket],
-                 preloaded: tuple[Any, str] | None = None) -> Callable[..., int]:
+def _worker_body(runtime: Runtime, listeners: list[socket.socket],
+                 preloaded: LoadedApp | None = None) -> Callable[..., int]:
     """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
-    addrs = web_server_addrs(os.environ)
-    allowed = None if addrs is None else (lambda peer: peer_allowed(peer, addrs))
 
     def work(on_ready: Callable[[], None] | None, report: Callable[[bytes], None] | None = None) -> int:
-        loaded = preloaded if preloaded is not None else load_or_exit(config)
+        loaded = preloaded if preloaded is not None else load_or_exit(runtime.config)
         if isinstance(loaded, int):
             return loaded
-        app, interface = loaded
         try:
-            return run_worker(config, listeners, app, interface, allowed=allowed, on_ready=on_ready,
-                              report=report, reopen_logs=reopen_logs)
+            return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return BOOT_FAILED

@@ -23,7 +23,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-__all__ = ["Scoreboard", "Slot", "SlotView", "install", "installed"]
+__all__ = ["Scoreboard", "Slot", "SlotView", "for_workers"]
 
 # Header: start time (wall clock), number of slots, then the totals of retired slots
 # (accepted connections, requests served, slow requests, times at capacity).
@@ -210,15 +210,7 @@ class Slot:
         struct.pack_into("=II", self._map, offset + _OFF_STATE, BUSY if self.in_flight else IDLE, self.in_flight)
 
 
-_board: Scoreboard | None = None
-
-
-def install(workers: int) -> Scoreboard:
-    """Create the scoreboard of this server (in the parent, before forking)."""
-    global _board
-    _board = Scoreboard(max(16, 4 * workers))
-    return _board
-
-
-def installed() -> Scoreboard | None:
-    return _board
+def for_workers(workers: int) -> Scoreboard:
+    """The scoreboard of a server of ``workers`` (made in the parent, before forking;
+    room for replacements and workers added with TTIN)."""
+    return Scoreboard(max(16, 4 * workers))

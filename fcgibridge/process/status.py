@@ -7,32 +7,28 @@ add up every worker process. Formats: plain text (default), ``?json``, and
 ``?prometheus`` (also ``?format=text|json|prometheus``; ``?openmetrics`` is the same as
 ``?prometheus``).
 
-:func:`configure` (called by the CLI before workers fork) makes every worker's
-:class:`WorkerState` get an :class:`Observer` when any of status, ping or access log is
-on; otherwise the connection layer pays nothing.
+:class:`~fcgibridge.process.runtime.Runtime` gives every worker's :class:`WorkerState`
+an :class:`Observer` when any of status, ping or access log is on; otherwise the
+connection layer pays nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..cgi import format_head
 from ..config import Config
-from ..server import connection
-from ..server.asgi import ASGIAdapter
-from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
-from .accesslog import AccessLog, head_length, setup_access_logger
-from .listeners import peer_allowed
-from .scoreboard import Scoreboard, Slot, SlotView, Totals, install, installed
+from ..server.connection import FastCGIProtocol, RequestStream
+from .accesslog import AccessLog, head_length
+from .scoreboard import Scoreboard, Slot, SlotView, Totals
 
-__all__ = ["ObservedStream", "Observer", "attach", "configure", "listen_queue", "render_status"]
+__all__ = ["ObservedStream", "Observer", "listen_queue", "render_status"]
 
 #: Bytes of a response kept to read its head (status and headers) for the access log.
 HEAD_LIMIT = 8192
@@ -277,59 +273,3 @@ def listen_queue() -> int | None:
         except OSError:
             continue
     return waiting if found else None
-
-
-def configure(config: Config) -> None:
-    """Set up status, ping, access log and ``--allow-from`` for every worker of this server.
-
-    Called in the parent before any worker is forked (the scoreboard must be shared);
-    each :class:`WorkerState` created afterwards, in whichever process, gets its part.
-    """
-    if config.status_path:
-        install(config.workers)
-    allowed = allowed_peers(config.allow_from)
-    wanted = bool(config.status_path or config.ping_path or config.access_log)
-    if allowed is None and not wanted:
-        connection.state_hook = None
-        return
-
-    def hook(state: WorkerState) -> None:
-        if allowed is not None:
-            state.allowed = allowed
-        if wanted:
-            attach(state, config)
-
-    connection.state_hook = hook
-
-
-def allowed_peers(allow_from: Sequence[str]) -> Callable[[Any], bool] | None:
-    """The peer filter of ``--allow-from``, or None when it is not given (then
-    FCGI_WEB_SERVER_ADDRS decides)."""
-    if not allow_from:
-        return None
-    networks = frozenset(ipaddress.ip_network(item.strip(), strict=False) for item in allow_from)
-
-    def allowed(peer: Any) -> bool:
-        return peer_allowed(peer, networks)
-
-    return allowed
-
-
-def attach(state: WorkerState, config: Config) -> Observer:
-    """Give *state* the observer of this worker (claiming its scoreboard slot)."""
-    board = slot = None
-    if config.status_path:
-        board = installed() or install(config.workers)
-        slot = board.claim()
-    access = None
-    if config.access_log:
-        access = AccessLog(config.access_log_format, setup_access_logger(config.access_log))
-    if config.sync:
-        capacity = 1
-    elif isinstance(state.adapter, ASGIAdapter):
-        capacity = config.max_connections
-    else:
-        capacity = config.threads
-    observer = Observer(config, slot, board, access, capacity)
-    state.observer = observer
-    return observer

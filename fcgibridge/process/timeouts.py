@@ -21,13 +21,9 @@ import heapq
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from types import FrameType
-from typing import Any
+from collections.abc import Callable
 
 from ..config import Config
 from ..server.connection import RequestStream, WorkerState
@@ -68,13 +64,10 @@ class RequestTimeouts:
         self.timers.pop(stream, None)
         if stream.closed:
             return
-        handler = stream._handler
+        handler = stream.handler
         log.error("request timed out after %g s (--timeout), ended: %s", self.timeout, request_line(stream))
-        task: asyncio.Task[None] | None = getattr(handler, "task", None)
         stream.fail(504, "Gateway Timeout")
-        if task is not None:
-            task.cancel()
-        else:
+        if handler is not None and not handler.cancel():
             self.on_timeout(stream)
 
     def close(self) -> None:
@@ -95,7 +88,6 @@ class SlowLog:
         self.counter = itertools.count()
         self.cond = threading.Condition()
         self.closed = False
-        self.loop_thread = threading.get_ident()
         self.thread = threading.Thread(target=self._run, name="fcgibridge-slowlog", daemon=True)
         self.thread.start()
 
@@ -124,16 +116,10 @@ class SlowLog:
                     self._write(stream)
 
     def _write(self, stream: RequestStream) -> None:
-        handler: Any = stream._handler
-        task: asyncio.Task[None] | None = getattr(handler, "task", None)
-        if task is not None:  # ASGI: the coroutine's own stack, not the event loop's
-            stack = "".join(traceback.StackSummary.extract(_awaited_frames(task.get_coro())).format())
-        else:
-            thread_id = getattr(handler, "thread_id", 0) or self.loop_thread
-            frame = sys._current_frames().get(thread_id)
-            if frame is None:
-                return
-            stack = "".join(traceback.format_stack(frame))
+        handler = stream.handler
+        stack = handler.current_stack() if handler is not None else None
+        if stack is None:
+            return
         when = time.strftime("%Y-%m-%d %H:%M:%S")
         text = (f"[{when}] [pid {os.getpid()}] request running for more than {self.threshold:g} s: "
                 f"{request_line(stream)}\n{stack}\n")
@@ -143,12 +129,3 @@ class SlowLog:
         else:
             log.warning("%s", text.rstrip("\n"))
 
-
-def _awaited_frames(coro: Any) -> Iterator[tuple[FrameType, int]]:
-    """The frames of a suspended coroutine and of what it awaits, outermost first."""
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is None:
-            return
-        yield frame, frame.f_lineno
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)

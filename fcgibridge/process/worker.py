@@ -37,13 +37,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.compatibility import guarantee_single_callable
-
-from ..accept import AcceptApp
-from ..config import Config
-from ..server.asgi import ASGIAdapter, Lifespan
-from ..server.connection import AppAdapter, FastCGIProtocol, RequestStream, WorkerState
-from ..server.wsgi import WSGIAdapter
+from ..importer import LoadedApp
+from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
+from ..server.lifecycle import Lifecycle
+from .apps import build
+from .runtime import Runtime
 from .timeouts import RequestTimeouts
 
 log = logging.getLogger("fcgibridge.server")
@@ -53,9 +51,6 @@ GRACEFUL_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 #: Fast stop.
 FAST_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
-
-#: Exit code of a worker whose start() hook raised.
-START_FAILED = 3
 
 #: Seconds a stopping worker leaves its idle keep-alive connections open.
 KEEPALIVE_GRACE = 1.0
@@ -81,43 +76,31 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
 
 def run_worker(
-    config: Config,
+    runtime: Runtime,
     listeners: list[socket.socket],
-    app: Any,
-    interface: str,
+    loaded: LoadedApp,
     *,
-    allowed: Callable[[Any], bool] | None = None,
     on_ready: Callable[[], None] | None = None,
     report: Callable[[bytes], None] | None = None,
     reopen_logs: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; returns the process exit code."""
-    worker = Worker(config, listeners, app, interface, allowed)
+    worker = Worker(loaded, listeners, runtime)
     worker.reopen_logs = reopen_logs
-    with asyncio.Runner(loop_factory=functools.partial(new_event_loop, config.loop)) as runner:
+    with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
         return runner.run(worker.serve(on_ready, report))
 
 
 class Worker:
-    def __init__(
-        self,
-        config: Config,
-        listeners: list[socket.socket],
-        app: Any,
-        interface: str,
-        allowed: Callable[[Any], bool] | None,
-    ) -> None:
-        self.config = config
+    def __init__(self, loaded: LoadedApp, listeners: list[socket.socket], runtime: Runtime) -> None:
+        self.config = config = runtime.config
+        self.runtime = runtime
         self.listeners = listeners
-        self.app = app
-        self.interface = interface
-        self.allowed = allowed
+        self.loaded = loaded
         self.servers: list[asyncio.Server] = []
-        self.lifespan: Lifespan | None = None
         self.state: WorkerState | None = None
         self._stop = asyncio.Event()
         self._signals = 0
-        self.script = app if isinstance(app, AcceptApp) else None
         self._report: Callable[[bytes], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._fast = False  # a fast stop: drop everything, skip the graceful shutdown
@@ -126,36 +109,22 @@ class Worker:
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.timeouts: RequestTimeouts | None = None
-
-    def _adapter(self) -> AppAdapter:
-        config = self.config
-        if self.interface in ("wsgi", "accept", "lua"):
-            return WSGIAdapter(self.app, threads=config.threads, root_path=config.root_path,
-                               spool_threshold=config.spool_threshold, multiprocess=config.workers > 1,
-                               sync=config.sync)
-        app = guarantee_single_callable(self.app) if self.interface == "asgi2" else self.app  # type: ignore[no-untyped-call]
-        self.lifespan = Lifespan(app, config.lifespan)
-        return ASGIAdapter(app, root_path=config.root_path, state=self.lifespan.state)
+        self.lifecycle: Lifecycle | None = None
 
     async def serve(self, on_ready: Callable[[], None] | None = None,
                     report: Callable[[bytes], None] | None = None) -> int:
         loop = asyncio.get_running_loop()
         config = self.config
         self._report = report
-        if self.script is not None:
-            code = self._start_script(self.script)
-            if code:
-                return code
-        adapter = self._adapter()
-        if self.lifespan is not None:
-            await self.lifespan.startup()
-            if not self.lifespan.supported:
-                self.lifespan.state.clear()
-                adapter.state = None  # type: ignore[attr-defined]
+        adapter, self.lifecycle = build(self.loaded, config)
+        code = await self.lifecycle.startup()
+        if code:
+            return code
         total = config.max_connections * max(1, config.workers)
         self.state = state = WorkerState(adapter, max_connections=config.max_connections, max_reqs=total,
                                          max_params_size=config.max_params_size,
-                                         max_body_size=config.max_body_size, allowed=self.allowed)
+                                         max_body_size=config.max_body_size, allowed=self.runtime.allowed,
+                                         observer=self.runtime.observer(adapter.capacity))
         state.idle.set()
         self._install_hooks(state)
         for sock in self.listeners:
@@ -169,7 +138,7 @@ class Worker:
             for signum in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.add_signal_handler(signum, self._on_signal, signum)
             loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
-        log.info("worker ready, serving %s app %s", self.interface.upper(), config.app)
+        log.info("worker ready, serving %s app %s", self.loaded.interface.upper(), config.app)
         if on_ready is not None:
             on_ready()
         await self._stop.wait()
@@ -178,7 +147,7 @@ class Worker:
         if self._fast:
             self._close_servers()
             return 0
-        await self._shutdown(adapter)
+        await self._shutdown()
         return 0
 
     def _install_hooks(self, state: WorkerState) -> None:
@@ -200,17 +169,6 @@ class Worker:
 
             state.on_done = count
 
-    @staticmethod
-    def _start_script(script: AcceptApp) -> int:
-        try:
-            code = script.start()
-        except Exception:
-            log.exception("start function raised an error")
-            return START_FAILED
-        if code:
-            log.error("start function returned non-zero value: %d", code)
-        return code
-
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
             self._on_hup()
@@ -227,7 +185,7 @@ class Worker:
             for conn in list(self.state.connections):
                 conn._lose()
             return
-        if signum == signal.SIGTERM and self.script is not None and self.script.has_hook("stop"):
+        if signum == signal.SIGTERM and self.lifecycle is not None and self.lifecycle.asks_to_stop:
             self._spawn(self._ask_stop())
             return
         self._begin_stop(signum)
@@ -245,9 +203,8 @@ class Worker:
         self._tell(REPORT_REPLACE_ME)
 
     def _timed_out(self, stream: RequestStream) -> None:
-        """A request ran past --timeout and was ended; a WSGI thread cannot be interrupted."""
-        if self.state is not None and isinstance(self.state.adapter, WSGIAdapter):
-            self._ask_replacement()
+        """A request ran past --timeout, was ended, and its call cannot be stopped (a WSGI thread)."""
+        self._ask_replacement()
 
     def _close_servers(self) -> None:
         for server in self.servers:
@@ -271,25 +228,20 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _ask_stop(self) -> None:
-        """SIGTERM with a stop hook: stop() decides (between requests) whether to stop."""
-        assert self.script is not None
-        try:
-            code = await asyncio.get_running_loop().run_in_executor(None, self.script.stop)
-        except Exception:
-            log.exception("SIGTERM: stop function raised an error; stopping anyway")
-            code = 0
+        """SIGTERM with a stop hook: the app decides (between requests) whether to stop."""
+        assert self.lifecycle is not None
+        agreed = await self.lifecycle.stop()
         if self._stop.is_set():  # a second signal stopped the worker meanwhile
             return
-        if code:
-            log.warning("SIGTERM: stop function returned non-zero value: %d; not stopping, still serving", code)
+        if not agreed:
             self._signals = 0
             self._tell(REPORT_VETO)
             return
         self._begin_stop(signal.SIGTERM)
 
     def _on_hup(self) -> None:
-        if self.script is not None and self.script.has_hook("restart"):
-            self._spawn(self._restart())
+        if self.lifecycle is not None and self.lifecycle.restarts:
+            self._spawn(self.lifecycle.restart())
         elif self._report is not None:
             if not self._replace_asked:
                 log.info("SIGHUP: asking for a replacement (graceful reload)")
@@ -298,23 +250,10 @@ class Worker:
             log.info("SIGHUP ignored: a single process cannot reload (run with a supervisor: -w 2 or more, "
                      "--max-requests, --timeout or --reload), and the app has no restart function")
 
-    async def _restart(self) -> None:
-        assert self.script is not None
-        log.info("SIGHUP: calling the restart function")
-        try:
-            code = await asyncio.get_running_loop().run_in_executor(None, self.script.restart)
-        except Exception:
-            log.exception("SIGHUP: restart function raised an error; still serving")
-            return
-        if code:
-            log.warning("SIGHUP: restart function returned non-zero value: %d; still serving", code)
-        else:
-            log.info("SIGHUP: restart function done")
-
     def stop(self) -> None:
         self._stop.set()
 
-    async def _shutdown(self, adapter: AppAdapter) -> None:
+    async def _shutdown(self) -> None:
         state = self.state
         assert state is not None
         loop = asyncio.get_running_loop()
@@ -341,11 +280,7 @@ class Worker:
         for conn in list(state.connections):
             conn._lose()
         await asyncio.sleep(0)
-        if isinstance(adapter, ASGIAdapter):
-            # Calls whose response is out may still be working (background tasks).
-            await adapter.join(deadline - loop.time())
-            adapter.close()
-        if self.lifespan is not None:
-            await self.lifespan.shutdown()
-        if isinstance(adapter, WSGIAdapter):
-            await loop.run_in_executor(None, adapter.close)
+        # Calls whose response is out may still be working (ASGI background tasks).
+        await state.adapter.drain(deadline - loop.time())
+        assert self.lifecycle is not None
+        await self.lifecycle.shutdown()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections import deque
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 from asgiref.typing import ASGI3Application
@@ -34,12 +37,23 @@ class LifespanFailure(Exception):
 
 
 class ASGIAdapter:
-    """Serves an ASGI 3 app: each request is a task on the worker's event loop."""
+    """Serves an ASGI 3 app: each request is a task on the worker's event loop.
 
-    def __init__(self, app: ASGI3Application, *, root_path: str = "", state: dict[str, Any] | None = None) -> None:
+    It is the app's :class:`~fcgibridge.server.lifecycle.Lifecycle` too: the ASGI
+    lifespan runs before the first request and after the last.
+    """
+
+    restarts = False
+    asks_to_stop = False
+
+    def __init__(self, app: ASGI3Application, *, root_path: str = "", lifespan: str = "auto",
+                 capacity: int = 1024) -> None:
         self.app = app
         self.root_path = root_path
-        self.state = state
+        self.capacity = capacity
+        self.lifespan = Lifespan(app, lifespan)
+        #: The lifespan state every request scope starts from; None without lifespan.
+        self.state: dict[str, Any] | None = self.lifespan.state
         self.tasks: set[asyncio.Task[None]] = set()
 
     def start(self, stream: RequestStream) -> ASGIRequest:
@@ -49,15 +63,32 @@ class ASGIAdapter:
         task.add_done_callback(self.tasks.discard)
         return request
 
-    async def join(self, timeout: float) -> None:
+    async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the app calls still running (a response is out
-        before the app returns: background work after the last body message)."""
+        before the app returns: background work after the last body message), then cancel them."""
         if self.tasks and timeout > 0:
             await asyncio.wait(list(self.tasks), timeout=timeout)
-
-    def close(self) -> None:
         for task in self.tasks:
             task.cancel()
+
+    # ------------------------------------------------ Lifecycle
+
+    async def startup(self) -> int:
+        """The lifespan startup; :class:`LifespanFailure` when the app reports it failed."""
+        await self.lifespan.startup()
+        if not self.lifespan.supported:
+            self.lifespan.state.clear()
+            self.state = None
+        return 0
+
+    async def restart(self) -> None:
+        return None
+
+    async def stop(self) -> bool:
+        return True
+
+    async def shutdown(self) -> None:
+        await self.lifespan.shutdown()
 
 
 class ASGIRequest:
@@ -96,6 +127,17 @@ class ASGIRequest:
     def disconnect(self) -> None:
         self.gone = True
         self._wake()
+
+    def cancel(self) -> bool:
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
+    def current_stack(self) -> str | None:
+        """The coroutine's own stack, and what it awaits (not the event loop's)."""
+        if self.task is None:
+            return None
+        return "".join(traceback.StackSummary.extract(_awaited_frames(self.task.get_coro())).format())
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -256,3 +298,13 @@ class Lifespan:
             if kind == "lifespan.shutdown.failed":
                 log.error("ASGI lifespan shutdown failed: %s", message.get("message", ""))
             self._stopped.set()
+
+
+def _awaited_frames(coro: Any) -> Iterator[tuple[FrameType, int]]:
+    """The frames of a suspended coroutine and of what it awaits, outermost first."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            return
+        yield frame, frame.f_lineno
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)

@@ -32,10 +32,6 @@ from ..protocol import (
 
 log = logging.getLogger("fcgibridge.server")
 
-#: Set by :func:`fcgibridge.server.status.configure` (status, ping, access log,
-#: --allow-from): called with every new :class:`WorkerState`. None: nothing to add.
-state_hook: Callable[[WorkerState], None] | None = None
-
 #: How long a connection without KEEP_CONN keeps reading a request body nobody wants
 #: before it closes anyway (DESIGN.md: drain the body before closing).
 DRAIN_TIMEOUT = 10.0
@@ -57,15 +53,30 @@ class RequestHandler(Protocol):
     def disconnect(self) -> None:
         """The request is gone (abort, lost connection): stop, output is dropped."""
 
+    def cancel(self) -> bool:
+        """Stop the app call (past ``--timeout``); False when it cannot be stopped (a WSGI
+        thread), so the worker has to be replaced to get rid of it."""
+
+    def current_stack(self) -> str | None:
+        """The Python stack of the app call right now (the slow log); None when unknown."""
+
 
 class AppAdapter(Protocol):
     """ASGI, WSGI or anything else that serves requests."""
 
+    @property
+    def capacity(self) -> int:
+        """How many requests it serves at once (the status page's measure of busy)."""
+
     def start(self, stream: RequestStream) -> RequestHandler: ...
+
+    async def drain(self, timeout: float) -> None:
+        """After the last response of a stopping worker: let the calls still running
+        finish within ``timeout`` seconds, then release the threads or tasks."""
 
 
 class RequestObserver(Protocol):
-    """Status page, ping and access log (:mod:`fcgibridge.server.status`); None when all are off."""
+    """Status page, ping and access log (:mod:`fcgibridge.process.status`); None when all are off."""
 
     stream_class: type[RequestStream]
 
@@ -100,10 +111,6 @@ class WorkerState:
     #: Set whenever the last connection closed (a stopping worker waits for it).
     no_connections: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __post_init__(self) -> None:
-        if state_hook is not None:
-            state_hook(self)
-
     def request_done(self, stream: RequestStream | None = None) -> None:
         self.active_requests -= 1
         self.requests_served += 1
@@ -130,6 +137,11 @@ class RequestStream:
         self.started = False  # response bytes were sent
         self.body_received = 0
         self._handler: RequestHandler | None = None
+
+    @property
+    def handler(self) -> RequestHandler | None:
+        """What the app adapter gave back for this request; None once it was let go."""
+        return self._handler
 
     # -- output (call from the event loop thread)
 

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
@@ -116,8 +117,16 @@ class WSGIAdapter:
     def _pool_done(self) -> None:
         self.busy -= 1
 
+    @property
+    def capacity(self) -> int:
+        return 1 if self.sync else self.executor.size
+
     def close(self) -> None:
         self.executor.shutdown()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (off the loop) for the pool's threads to finish their calls."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
 
 class WSGIRequest:
@@ -163,6 +172,13 @@ class WSGIRequest:
             self._gone = True
             self._pending.clear()
             self._lock.notify_all()
+
+    def cancel(self) -> bool:
+        return False  # a thread cannot be interrupted: its output is dropped from now on
+
+    def current_stack(self) -> str | None:
+        frame = sys._current_frames().get(self.thread_id) if self.thread_id else None
+        return "".join(traceback.format_stack(frame)) if frame is not None else None
 
     # --------------------------------------------------------- app thread side
 

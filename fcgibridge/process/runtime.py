@@ -1,0 +1,55 @@
+"""What every worker of one server shares, built once from the :class:`Config` before any
+worker forks, and handed to each worker explicitly: the peer filter, the scoreboard, and
+the observer (status and ping pages, access log) each worker makes from it."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import Config
+from .accesslog import AccessLog, setup_access_logger
+from .listeners import peer_allowed, web_server_addrs
+from .scoreboard import Scoreboard, for_workers
+from .status import Observer
+
+
+@dataclass
+class Runtime:
+    config: Config
+    #: Which peers may connect: ``--allow-from``, else ``FCGI_WEB_SERVER_ADDRS``; None: any.
+    allowed: Callable[[Any], bool] | None = None
+    #: Shared by all workers (``--status-path``); None when there is no status page.
+    board: Scoreboard | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> Runtime:
+        return cls(config, allowed_peers(config, environ),
+                   for_workers(config.workers) if config.status_path else None)
+
+    def observer(self, capacity: int) -> Observer | None:
+        """This worker's observer (claiming its scoreboard slot), or None when status,
+        ping and access log are all off. Call it in the worker process."""
+        config = self.config
+        if not (config.status_path or config.ping_path or config.access_log):
+            return None
+        slot = self.board.claim() if self.board is not None else None
+        access = None
+        if config.access_log:
+            access = AccessLog(config.access_log_format, setup_access_logger(config.access_log))
+        return Observer(config, slot, self.board, access, 1 if config.sync else capacity)
+
+
+def allowed_peers(config: Config, environ: Mapping[str, str]) -> Callable[[Any], bool] | None:
+    """The peer filter: ``--allow-from`` CIDR ranges when given, else the addresses of
+    ``FCGI_WEB_SERVER_ADDRS`` (the spec's variable), else None (anyone)."""
+    if config.allow_from:
+        networks: frozenset[Any] = frozenset(ipaddress.ip_network(item.strip(), strict=False)
+                                             for item in config.allow_from)
+        return functools.partial(peer_allowed, allowed=networks)
+    addrs = web_server_addrs(environ)
+    return None if addrs is None else functools.partial(peer_allowed, allowed=addrs)
