@@ -1,5 +1,6 @@
 """The asyncio client: streams and one reader task per connection around the shared
-:class:`Channel`; several requests share a connection when the server multiplexes."""
+:class:`Channel`; several requests share a connection when the server multiplexes.
+Everything else is :class:`~fcgibridge.client._base.ClientBase`'s."""
 
 from __future__ import annotations
 
@@ -7,41 +8,46 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
-from ..protocol import FCGI_MPXS_CONNS, Role
+from ..protocol import FCGI_MPXS_CONNS
 from ._base import (
     CHUNK_SIZE,
+    DEFAULT_VALUES,
     HIGH_WATER,
     Channel,
+    ClientBase,
+    ClientOptions,
     ConnectError,
     ConnectionClosed,
     Deadline,
     Exchange,
     FastCGIError,
+    RequestOptions,
     RequestSpec,
     Response,
     StreamedHead,
     Timeout,
+    Upload,
     connect_error,
-    iter_body,
-    make_spec,
-    parse_address,
 )
-from ._sync import ABORT_GRACE, DEFAULT_VALUES
 
 
-async def _body_chunks(body: Any) -> AsyncIterator[bytes]:
-    if hasattr(body, "__aiter__"):
-        async for chunk in body:
-            if chunk:
-                yield bytes(chunk)
-    else:
-        for chunk in iter_body(body):
-            yield chunk
+async def _writes(upload: Upload) -> AsyncIterator[bytes]:
+    """The upload's writes in order; an async iterable body is awaited piece by piece."""
+    if not hasattr(upload.body, "__aiter__"):
+        for data in upload.writes():
+            yield data
+        return
+    yield upload.first
+    async for chunk in upload.body:
+        if (piece := upload.push(chunk)) is None:
+            return
+        yield piece
+    if (last := upload.end()) is not None:
+        yield last
 
 
 class _AsyncConnection:
@@ -126,6 +132,11 @@ class _AsyncConnection:
         except TimeoutError:
             raise deadline.error("read") from None
 
+    async def upload(self, upload: Upload, deadline: Deadline) -> None:
+        """Send the request's writes in order (as long as the server has not answered)."""
+        async for data in _writes(upload):
+            await self.send(data, upload.exchange, deadline)
+
     def pop_body(self, exchange: Exchange) -> bytes:
         data = exchange.pop_body()
         self._drained.set()
@@ -200,7 +211,7 @@ class AsyncStreamingResponse(StreamedHead):
             await self._client._finish(conn, self._exchange)
 
 
-class AsyncFastCGIClient:
+class AsyncFastCGIClient(ClientBase[_AsyncConnection]):
     """The asyncio FastCGI client; the same options as :class:`~fcgibridge.client.FastCGIClient`.
 
     ``multiplex``: None (default) asks the server (FCGI_GET_VALUES, once) and runs
@@ -209,49 +220,16 @@ class AsyncFastCGIClient:
     ``async with``.
     """
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout: float | Timeout | None = 10.0,
-        keep_alive: bool = False,
-        pool_size: int = 8,
-        idle_timeout: float = 60.0,
-        multiplex: bool | None = None,
-        root: str | None = None,
-        script_filename: str | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> None:
-        self.address = address
-        self.family, self.sockaddr = parse_address(address)
-        self.timeout = Timeout.of(timeout)
-        self.keep_alive = keep_alive
-        self.pool_size = pool_size
-        self.idle_timeout = idle_timeout
+    def __init__(self, address: str, *, multiplex: bool | None = None, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(address, **options)
         self.multiplex = multiplex
-        self.root = root
-        self.script_filename = script_filename
-        self.params = dict(params or {})
-        self._pool: deque[_AsyncConnection] = deque()
         self._shared: _AsyncConnection | None = None
         self._mpx_lock = asyncio.Lock()
 
-    async def request(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: Any = b"",
-        script_filename: str | None = None,
-        root: str | None = None,
-        role: Role = Role.RESPONDER,
-        timeout: float | Timeout | None = None,
-    ) -> Response:
-        """Send one request and read the whole response; ``body`` may be an async iterable."""
-        spec = self._spec(method, path, params, headers, body, script_filename, root, role)
-        conn, exchange, deadline = await self._start(spec, timeout, keep_raw=True)
+    async def request(self, method: str = "GET", path: str = "/", **options: Unpack[RequestOptions]) -> Response:
+        """Send one request and read the whole response (the options of
+        :meth:`FastCGIClient.request`); ``body`` may be an async iterable."""
+        conn, exchange, deadline = await self._start(self._spec(method, path, **options), keep_raw=True)
         try:
             while not exchange.done:
                 await conn.wait(exchange, deadline)
@@ -263,23 +241,11 @@ class AsyncFastCGIClient:
         return response
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: Any = b"",
-        script_filename: str | None = None,
-        root: str | None = None,
-        role: Role = Role.RESPONDER,
-        timeout: float | Timeout | None = None,
-    ) -> AsyncIterator[AsyncStreamingResponse]:
+    async def stream(self, method: str = "GET", path: str = "/",
+                     **options: Unpack[RequestOptions]) -> AsyncIterator[AsyncStreamingResponse]:
         """Send a request; yields the response once its head arrived. Leaving the block
         early aborts the request without disturbing the connection's other requests."""
-        spec = self._spec(method, path, params, headers, body, script_filename, root, role)
-        conn, exchange, deadline = await self._start(spec, timeout)
+        conn, exchange, deadline = await self._start(self._spec(method, path, **options))
         response = AsyncStreamingResponse(self, conn, exchange, deadline)
         try:
             yield response
@@ -292,13 +258,12 @@ class AsyncFastCGIClient:
         deadline = Deadline(self.address, self._timeout(timeout))
         conn = await _AsyncConnection.open(self.address, self.family, self.sockaddr, deadline)
         try:
-            conn.writer.write(conn.channel.core.get_values(names))
+            conn.writer.write(conn.channel.ask_values(names))
             async with asyncio.timeout(deadline.next_wait(deadline.timeout.read)):
                 await conn.values_ready.wait()
-            if conn.channel.values is None:
-                raise ConnectionClosed(self.address, "the server closed the connection without "
-                                                     "answering FCGI_GET_VALUES")
-            return conn.channel.values
+            values = conn.channel.values_answer()
+            assert values is not None  # the reader sets values_ready on an answer or the end
+            return values
         except TimeoutError:
             raise deadline.error("read") from None
         finally:
@@ -312,12 +277,13 @@ class AsyncFastCGIClient:
 
     @property
     def idle_connections(self) -> int:
-        return len(self._pool) + (1 if self._shared is not None and self._shared.channel.idle else 0)
+        """Connections waiting in the pool, and the multiplexed one while it carries no request."""
+        return super().idle_connections + (1 if self._shared is not None and self._shared.channel.idle else 0)
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, deque()
+        """Close every pooled connection and the multiplexed one."""
         shared, self._shared = self._shared, None
-        for conn in [*pool, *([shared] if shared else [])]:
+        for conn in [*self._take_all_idle(), *([shared] if shared else [])]:
             await conn.close()
 
     async def __aenter__(self) -> AsyncFastCGIClient:
@@ -327,16 +293,6 @@ class AsyncFastCGIClient:
         await self.aclose()
 
     # ------------------------------------------------------------------- internals
-
-    def _timeout(self, timeout: float | Timeout | None) -> Timeout:
-        return self.timeout if timeout is None else Timeout.of(timeout)
-
-    def _spec(self, method: str, path: str, params: Mapping[str, str] | None,
-              headers: Iterable[tuple[str, str]] | Mapping[str, str], body: Any,
-              script_filename: str | None, root: str | None, role: Role) -> RequestSpec:
-        return make_spec(method, path, params=params, headers=headers, body=body,
-                         script_filename=script_filename or self.script_filename, root=root or self.root,
-                         role=role, defaults=self.params)
 
     async def _multiplexing(self, deadline: Deadline) -> bool:
         if self.multiplex is None:
@@ -357,13 +313,12 @@ class AsyncFastCGIClient:
         if await self._multiplexing(deadline):
             async with self._mpx_lock:  # concurrent requests wait for the one connection
                 return await self._shared_connection(deadline), True
-        now = time.monotonic()
-        while self._pool:
-            conn = self._pool.pop()
-            if now - conn.idle_since < self.idle_timeout and conn.alive and conn.channel.reusable:
-                return conn, self.keep_alive
-            await conn.close()
-        return await _AsyncConnection.open(self.address, self.family, self.sockaddr, deadline), self.keep_alive
+        conn, stale = self._take_idle(lambda pooled: pooled.alive)
+        for old in stale:
+            await old.close()
+        if conn is None:
+            conn = await _AsyncConnection.open(self.address, self.family, self.sockaddr, deadline)
+        return conn, self.keep_alive
 
     async def _shared_connection(self, deadline: Deadline) -> _AsyncConnection:
         shared = self._shared
@@ -382,25 +337,14 @@ class AsyncFastCGIClient:
                                                                 deadline)
         return shared
 
-    async def _start(self, spec: RequestSpec, timeout: float | Timeout | None,
-                     keep_raw: bool = False) -> tuple[_AsyncConnection, Exchange, Deadline]:
-        deadline = Deadline(self.address, self._timeout(timeout))
+    async def _start(self, spec: RequestSpec, keep_raw: bool = False) -> tuple[_AsyncConnection, Exchange, Deadline]:
+        deadline = Deadline(self.address, spec.timeout)
         conn, keep_conn = await self._acquire(deadline)
-        exchange, data, body_sent = conn.channel.begin(spec, keep_conn=keep_conn, keep_raw=keep_raw)
+        exchange, upload = conn.channel.begin(spec, keep_conn=keep_conn, keep_raw=keep_raw)
         conn.track(exchange)
         try:
-            await conn.send(data, exchange, deadline)
-            if not body_sent:
-                async for chunk in _body_chunks(spec.body):
-                    out = conn.channel.stdin(exchange, chunk)
-                    if out is None:
-                        break
-                    await conn.send(out, exchange, deadline)
-                else:
-                    out = conn.channel.end_stdin(exchange)
-                    if out is not None:
-                        await conn.send(out, exchange, deadline)
-            while exchange.head is None and not exchange.done:
+            await conn.upload(upload, deadline)
+            while not exchange.head_ready:
                 await conn.wait(exchange, deadline)
             exchange.raise_error()
         except BaseException:
@@ -426,8 +370,8 @@ class AsyncFastCGIClient:
     async def _finish(self, conn: _AsyncConnection, exchange: Exchange) -> None:
         channel = conn.channel
         shared = conn is self._shared
-        if not exchange.done and channel.reusable and (self.keep_alive or shared):
-            grace = Deadline(self.address, Timeout(None, ABORT_GRACE, ABORT_GRACE))
+        if channel.abort_first(exchange, self.keep_alive or shared):
+            grace = Deadline.for_abort(self.address)
             try:
                 await conn.send(channel.abort(exchange), exchange, grace)
                 while not exchange.done:
@@ -437,8 +381,8 @@ class AsyncFastCGIClient:
                     await self._drop(conn, exchange)
                     return
         conn.untrack(exchange)
-        channel.forget(exchange)
         if shared:
+            channel.forget(exchange)
             if not exchange.done:
                 channel.abort(exchange)  # its output is dropped from now on
             if channel.idle:
@@ -447,12 +391,6 @@ class AsyncFastCGIClient:
                 self._shared = None
                 await conn.close()
             return
-        if not channel.keepable(exchange, self.keep_alive):
-            await conn.close()
-            return
-        conn.idle_since = time.monotonic()
-        if len(self._pool) < self.pool_size:
-            self._pool.append(conn)
-        else:
+        if not self._keep(conn, exchange):
             await conn.close()
 

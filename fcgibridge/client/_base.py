@@ -4,24 +4,32 @@ A :class:`Channel` is the protocol state of one connection (the sans-IO
 :class:`~fcgibridge.protocol.ClientConnection` plus one :class:`Exchange` per request
 in flight); an :class:`Exchange` turns the events of one request into a CGI head (with
 the package's one parser, :class:`fcgibridge.cgi.HeadParser`), body chunks, stderr and
-the END_REQUEST statuses. The sync and async clients only move bytes between a socket
-and a channel.
+the END_REQUEST statuses; an :class:`Upload` is the order of the writes that carry one
+request (params, body pieces, the end of STDIN) and when to stop them.
+:class:`ClientBase` holds the options, turns the arguments of ``request()``/``stream()``
+(:class:`RequestOptions`) into a :class:`RequestSpec`, and keeps the pool of idle
+connections and the keep-or-close decisions. The sync and async clients only connect,
+move bytes between a socket and a channel, and wait.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from ..addresses import UnixAddress, parse_connect
 from ..cgi import CGIHead, CGIResponseError, HeadParser
 from ..protocol import (
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
     ClientConnection,
     LocalProtocolError,
     ProtocolStatus,
@@ -41,6 +49,13 @@ SMALL_BODY = 1024 * 1024
 
 #: A response body buffered beyond this stops the reading until the caller catches up.
 HIGH_WATER = 1024 * 1024
+
+#: After an early close of a stream, how long to wait for the aborted request to end
+#: before closing the connection instead of keeping it.
+ABORT_GRACE = 2.0
+
+#: What ``get_values()`` asks for when not told.
+DEFAULT_VALUES = (FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS)
 
 
 # --------------------------------------------------------------------------- errors
@@ -150,6 +165,11 @@ class Deadline:
         if left <= 0:
             raise self.expired()
         return left if step is None else min(step, left)
+
+    @classmethod
+    def for_abort(cls, address: str) -> Deadline:
+        """The time an aborted request gets to end (:data:`ABORT_GRACE`) before its connection is closed."""
+        return cls(address, Timeout(None, ABORT_GRACE, ABORT_GRACE))
 
     def expired(self) -> RequestTimeout:
         return RequestTimeout(self.address, f"the request did not finish within {self.timeout.total} s")
@@ -324,32 +344,45 @@ def iter_body(body: Body) -> Iterator[bytes]:
             yield bytes(chunk)
 
 
+class RequestOptions(TypedDict, total=False):
+    """The keyword arguments of ``request()`` and ``stream()``, the same for both clients.
+
+    ``params``: CGI variables applied last (they win over everything); ``headers``: pairs
+    or a mapping, sent as :func:`build_params` says; ``body``: bytes, a binary file, an
+    iterable of bytes (or, for the asyncio client, an async iterable); ``script_filename``
+    and ``root``: as for :func:`build_params`, default the client's; ``role``: the FastCGI
+    role (RESPONDER); ``timeout``: one number or a :class:`Timeout`, default the client's.
+    """
+
+    params: Mapping[str, str] | None
+    headers: Iterable[tuple[str, str]] | Mapping[str, str]
+    body: Any
+    script_filename: str | None
+    root: str | None
+    role: Role
+    timeout: float | Timeout | None
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments both clients take (see :class:`ClientBase`)."""
+
+    timeout: float | Timeout | None
+    keep_alive: bool
+    pool_size: int
+    idle_timeout: float
+    root: str | None
+    script_filename: str | None
+    params: Mapping[str, str] | None
+
+
 @dataclass
 class RequestSpec:
-    """One request, ready to send: its params, role and body."""
+    """One request, ready to send: its params, role, body and timeout."""
 
     params: dict[str, str]
     role: Role
     body: Any
-
-
-def make_spec(
-    method: str,
-    path: str,
-    *,
-    params: Mapping[str, str] | None,
-    headers: Iterable[tuple[str, str]] | Mapping[str, str],
-    body: Any,
-    script_filename: str | None,
-    root: str | None,
-    role: Role,
-    defaults: Mapping[str, str],
-) -> RequestSpec:
-    length = body_length(body) if not (isinstance(body, bytes) and not body) else None
-    extra = {**defaults, **(params or {})}
-    all_params = build_params(method, path, headers=headers, content_length=length,
-                              script_filename=script_filename, document_root=root, extra=extra)
-    return RequestSpec(all_params, role, body)
+    timeout: Timeout = field(default_factory=Timeout)
 
 
 # ------------------------------------------------------------------------ exchanges
@@ -358,11 +391,13 @@ def make_spec(
 class Exchange:
     """One request's answer as it arrives: head, body chunks, stderr, END_REQUEST."""
 
-    def __init__(self, address: str, request_id: int, reuse_count: int) -> None:
+    def __init__(self, address: str, request_id: int, reuse_count: int, *, parse_head: bool = True) -> None:
         self.address = address
         self.request_id = request_id
         self.reuse_count = reuse_count
-        self.head_parser = HeadParser()
+        #: None: STDOUT is not parsed, it all goes to :attr:`body` as it came (CGI mode
+        #: passes the CGI response on unchanged).
+        self.head_parser = HeadParser() if parse_head else None
         self.head: CGIHead | None = None
         self.body: deque[bytes] = deque()
         self.buffered = 0
@@ -379,10 +414,15 @@ class Exchange:
     def done(self) -> bool:
         return self.ended is not None or self.error is not None
 
+    @property
+    def head_ready(self) -> bool:
+        """The head has arrived, or the request is over: the caller need not wait any more."""
+        return self.head is not None or self.done
+
     def on_stdout(self, data: bytes) -> None:
         if self.abandoned:
             return
-        if self.head is None:
+        if self.head is None and self.head_parser is not None:
             if self.raw is not None:
                 self.raw.append(data)
             try:
@@ -404,7 +444,7 @@ class Exchange:
         if refusal is not None:
             name = ProtocolStatus(event.protocol_status).name
             self.error = refusal(self.address, f"the server refused the request: FCGI_{name}")
-        elif self.head is None and self.error is None and not self.abandoned:
+        elif self.head is None and self.head_parser is not None and self.error is None and not self.abandoned:
             # Headers without the blank line (or no output at all) still make a head.
             try:
                 self.head_parser.feed(b"\r\n\r\n")
@@ -499,11 +539,12 @@ class Channel:
     def idle(self) -> bool:
         return not self.exchanges and self.core.active_requests == 0
 
-    def begin(self, spec: RequestSpec, *, keep_conn: bool, keep_raw: bool = False) -> tuple[Exchange, bytes, bool]:
-        """Start a request: its exchange, the bytes to send first, and whether those
-        bytes hold the whole body already (a small body of bytes goes out in one write)."""
+    def begin(self, spec: RequestSpec, *, keep_conn: bool, keep_raw: bool = False,
+              parse_head: bool = True) -> tuple[Exchange, Upload]:
+        """Start a request: its exchange, and the writes that carry it (a small body of
+        bytes goes out in the first one)."""
         request_id, data = self.core.begin_request(spec.params, role=spec.role, keep_conn=keep_conn)
-        exchange = Exchange(self.address, request_id, self.uses)
+        exchange = Exchange(self.address, request_id, self.uses, parse_head=parse_head)
         if keep_raw:
             exchange.raw = []
         self.uses += 1
@@ -513,26 +554,31 @@ class Channel:
         body = spec.body
         if body is None or (isinstance(body, bytes | bytearray | memoryview) and len(body) <= SMALL_BODY):
             exchange.body_sent = True
-            return exchange, data + self.core.end_stdin(request_id, bytes(body) if body else b""), True
-        return exchange, data, False
+            data += self.core.end_stdin(request_id, bytes(body) if body else b"")
+            return exchange, Upload(self, exchange, data, None)
+        return exchange, Upload(self, exchange, data, body)
 
     def keepable(self, exchange: Exchange, keep_alive: bool) -> bool:
         """After ``exchange``: may the connection wait in the pool for another request?"""
         return keep_alive and self.reusable and not self.closed and self.idle and exchange.ended is not None
 
-    def stdin(self, exchange: Exchange, chunk: bytes) -> bytes | None:
-        """Bytes of a body piece, or None once the server answered already (stop sending)."""
-        if exchange.done or not self.core.is_active(exchange.request_id):
-            self.reusable = False  # the body is cut short: the server may wait for the rest
-            return None
-        return self.core.send_stdin(exchange.request_id, chunk)
+    def abort_first(self, exchange: Exchange, keeping: bool) -> bool:
+        """Whether the caller, done with an unfinished ``exchange``, should send
+        ABORT_REQUEST and wait (a little) for its END_REQUEST: only on a connection it
+        means to keep (``keeping``) and that can still be reused; otherwise it closes."""
+        return keeping and not exchange.done and self.reusable
 
-    def end_stdin(self, exchange: Exchange) -> bytes | None:
-        if exchange.done or not self.core.is_active(exchange.request_id):
-            self.reusable = False
-            return None
-        exchange.body_sent = True
-        return self.core.end_stdin(exchange.request_id)
+    def ask_values(self, names: Iterable[str]) -> bytes:
+        """The bytes of FCGI_GET_VALUES; the answer arrives in :meth:`values_answer`."""
+        return self.core.get_values(names)
+
+    def values_answer(self) -> dict[str, str] | None:
+        """The FCGI_GET_VALUES_RESULT once it arrived, None before; raises
+        :class:`ConnectionClosed` when the server closed the connection without one."""
+        if self.values is None and self.closed:
+            raise ConnectionClosed(self.address, "the server closed the connection without answering "
+                                                 "FCGI_GET_VALUES")
+        return self.values
 
     def abort(self, exchange: Exchange) -> bytes:
         """Bytes of ABORT_REQUEST for a request the caller walked away from."""
@@ -595,6 +641,163 @@ class Channel:
         for exchange in self.exchanges.values():
             if exchange.ended is None:
                 exchange.fail(error)
+
+
+class Upload:
+    """The writes that carry one request, in order: :attr:`first` (BEGIN_REQUEST and the
+    params; the whole body too when it is small bytes), then one STDIN write per body
+    piece (:meth:`push`), then the empty STDIN that ends it (:meth:`end`).
+
+    Once the server has answered (or the request is no longer active) the rest is not
+    sent, and the connection is not reused: the server may still wait for the body.
+    """
+
+    def __init__(self, channel: Channel, exchange: Exchange, first: bytes, body: Any) -> None:
+        self.channel = channel
+        self.exchange = exchange
+        self.first = first
+        #: The body still to send after :attr:`first`; None when it went out with it.
+        self.body = body
+
+    def push(self, chunk: bytes) -> bytes | None:
+        """The write of one body piece; None: stop sending."""
+        if self._cut_short():
+            return None
+        if not chunk:
+            return b""  # an empty STDIN record would end the stream
+        return self.channel.core.send_stdin(self.exchange.request_id, bytes(chunk))
+
+    def end(self) -> bytes | None:
+        """The write that ends the body; None: nothing more to send."""
+        if self.body is None or self._cut_short():
+            return None
+        self.exchange.body_sent = True
+        return self.channel.core.end_stdin(self.exchange.request_id)
+
+    def writes(self) -> Iterator[bytes]:
+        """Every write in order, for a body of bytes, a binary file or an iterable of bytes."""
+        yield self.first
+        for chunk in iter_body(self.body):
+            if (data := self.push(chunk)) is None:
+                return
+            yield data
+        if (data := self.end()) is not None:
+            yield data
+
+    def _cut_short(self) -> bool:
+        exchange = self.exchange
+        if exchange.done or not self.channel.core.is_active(exchange.request_id):
+            self.channel.reusable = False
+            return True
+        return False
+
+
+class Pooled(Protocol):
+    """What the pool needs of a connection: its channel and since when it is idle."""
+
+    channel: Channel
+    idle_since: float
+
+
+C = TypeVar("C", bound=Pooled)
+
+
+class ClientBase(Generic[C]):
+    """What both clients are, but for their I/O: the options, the request arguments
+    turned into a :class:`RequestSpec`, and the pool of idle connections of type ``C``.
+
+    ``timeout`` is one number for connecting and for each read, or a :class:`Timeout`
+    (connect, read, total). With ``keep_alive`` requests ask for FCGI_KEEP_CONN and
+    finished connections wait in a pool (at most ``pool_size``, each for
+    ``idle_timeout`` seconds). ``root`` and ``script_filename`` are the defaults of every
+    request's, and ``params`` are added to every request's CGI variables.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | Timeout | None = 10.0,
+        keep_alive: bool = False,
+        pool_size: int = 8,
+        idle_timeout: float = 60.0,
+        root: str | None = None,
+        script_filename: str | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        self.address = address
+        self.family, self.sockaddr = parse_address(address)
+        self.timeout = Timeout.of(timeout)
+        self.keep_alive = keep_alive
+        self.pool_size = pool_size
+        self.idle_timeout = idle_timeout
+        self.root = root
+        self.script_filename = script_filename
+        self.params = dict(params or {})
+        self._pool: deque[C] = deque()
+        self._lock = threading.Lock()  # the blocking client may be shared by threads
+
+    @property
+    def idle_connections(self) -> int:
+        """Connections waiting in the pool."""
+        return len(self._pool)
+
+    def _spec(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
+        body: Any = b"",
+        script_filename: str | None = None,
+        root: str | None = None,
+        role: Role = Role.RESPONDER,
+        timeout: float | Timeout | None = None,
+    ) -> RequestSpec:
+        """The request that ``request(method, path, **options)`` sends (see :class:`RequestOptions`)."""
+        length = body_length(body) if not (isinstance(body, bytes) and not body) else None
+        all_params = build_params(method, path, headers=headers, content_length=length,
+                                  script_filename=script_filename or self.script_filename,
+                                  document_root=root or self.root, extra={**self.params, **(params or {})})
+        return RequestSpec(all_params, role, body, self._timeout(timeout))
+
+    def _timeout(self, timeout: float | Timeout | None) -> Timeout:
+        return self.timeout if timeout is None else Timeout.of(timeout)
+
+    def _take_idle(self, alive: Callable[[C], bool]) -> tuple[C | None, list[C]]:
+        """The newest pooled connection still fit for a request (None: open one), and the
+        stale ones passed over (expired, or ``alive`` says the server closed them) for the
+        caller to close. A closed one is found here, before any byte of a request was
+        sent on it."""
+        now = time.monotonic()
+        stale: list[C] = []
+        while True:
+            with self._lock:
+                conn = self._pool.pop() if self._pool else None
+            if conn is None or (now - conn.idle_since < self.idle_timeout and conn.channel.reusable and alive(conn)):
+                return conn, stale
+            stale.append(conn)
+
+    def _keep(self, conn: C, exchange: Exchange) -> bool:
+        """The caller is done with ``exchange``: True when ``conn`` went back to the pool,
+        False when the caller must close it (not reusable, or the pool is full)."""
+        channel = conn.channel
+        channel.forget(exchange)
+        if not channel.keepable(exchange, self.keep_alive):
+            return False
+        conn.idle_since = time.monotonic()
+        with self._lock:
+            if len(self._pool) < self.pool_size:
+                self._pool.append(conn)
+                return True
+        return False
+
+    def _take_all_idle(self) -> list[C]:
+        """Every pooled connection, the pool left empty (to close them)."""
+        with self._lock:
+            pool, self._pool = self._pool, deque()
+        return list(pool)
 
 
 def connect_error(address: str, exc: OSError) -> ConnectError:

@@ -1,43 +1,38 @@
-"""The blocking client: sockets and a selector around the shared :class:`Channel`."""
+"""The blocking client: a socket and a selector around the shared :class:`Channel`;
+everything else is :class:`~fcgibridge.client._base.ClientBase`'s."""
 
 from __future__ import annotations
 
 import selectors
 import socket
-import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Unpack
 
-from ..protocol import FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS, Role
+from ..protocol import FCGI_MPXS_CONNS
 from ._base import (
     CHUNK_SIZE,
+    DEFAULT_VALUES,
     Channel,
+    ClientBase,
     ConnectionClosed,
     Deadline,
     Exchange,
     FastCGIError,
+    RequestOptions,
     RequestSpec,
     Response,
     StreamedHead,
     Timeout,
+    Upload,
     connect_error,
-    iter_body,
-    make_spec,
-    parse_address,
 )
 
-#: After an early close of a stream, how long to wait for the aborted request to end
-#: before closing the connection instead of keeping it.
-ABORT_GRACE = 2.0
 
-DEFAULT_VALUES = (FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS)
-
-
-class _Connection:
-    """One non-blocking socket and its channel."""
+class Connection:
+    """One non-blocking socket and its channel: the blocking client's I/O loop (also
+    CGI mode's, :mod:`fcgibridge.cgi_mode`)."""
 
     def __init__(self, address: str, family: int, sockaddr: Any, deadline: Deadline) -> None:
         self.address = address
@@ -97,6 +92,11 @@ class _Connection:
             return list(self.channel.exchanges.values())
         return self.channel.feed(data)
 
+    def upload(self, upload: Upload, deadline: Deadline) -> None:
+        """Send the request's writes in order (as long as the server has not answered)."""
+        for data in upload.writes():
+            self.send(data, upload.exchange, deadline)
+
     def send(self, data: bytes, exchange: Exchange, deadline: Deadline) -> None:
         """Send ``data``, reading the server's output meanwhile (it may answer before the
         body is in, and a server blocked writing would otherwise never read our body).
@@ -138,10 +138,10 @@ class StreamingResponse(StreamedHead):
     ``protocol_status`` are complete once the body was read to the end.
     """
 
-    def __init__(self, client: FastCGIClient, conn: _Connection, exchange: Exchange, deadline: Deadline) -> None:
+    def __init__(self, client: FastCGIClient, conn: Connection, exchange: Exchange, deadline: Deadline) -> None:
         super().__init__(exchange)
         self._client = client
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self._deadline = deadline
 
     def iter_bytes(self) -> Iterator[bytes]:
@@ -181,63 +181,29 @@ class StreamingResponse(StreamedHead):
         self.close()
 
 
-class FastCGIClient:
+class FastCGIClient(ClientBase[Connection]):
     """A blocking FastCGI client for one server address.
 
     ``timeout`` is one number for connecting and for each read, or a :class:`Timeout`
     (connect, read, total). With ``keep_alive`` requests ask for FCGI_KEEP_CONN and
     finished connections wait in a pool (at most ``pool_size``, each for
     ``idle_timeout`` seconds); close the client (or use it as a context manager) to
-    close them. ``params`` are defaults added to every request's CGI variables.
-    The client may be shared by threads: each request holds its own connection.
+    close them. ``root`` and ``script_filename`` are the defaults of every request's;
+    ``params`` are added to every request's CGI variables. The client may be shared by
+    threads: each request holds its own connection.
     """
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout: float | Timeout | None = 10.0,
-        keep_alive: bool = False,
-        pool_size: int = 8,
-        idle_timeout: float = 60.0,
-        root: str | None = None,
-        script_filename: str | None = None,
-        params: Mapping[str, str] | None = None,
-    ) -> None:
-        self.address = address
-        self.family, self.sockaddr = parse_address(address)
-        self.timeout = Timeout.of(timeout)
-        self.keep_alive = keep_alive
-        self.pool_size = pool_size
-        self.idle_timeout = idle_timeout
-        self.root = root
-        self.script_filename = script_filename
-        self.params = dict(params or {})
-        self._pool: deque[_Connection] = deque()
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public API
 
-    def request(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: Any = b"",
-        script_filename: str | None = None,
-        root: str | None = None,
-        role: Role = Role.RESPONDER,
-        timeout: float | Timeout | None = None,
-    ) -> Response:
+    def request(self, method: str = "GET", path: str = "/", **options: Unpack[RequestOptions]) -> Response:
         """Send one request and read the whole response.
 
+        The options are ``params``, ``headers``, ``body``, ``script_filename``, ``root``,
+        ``role`` and ``timeout`` (:class:`~fcgibridge.client._base.RequestOptions`).
         ``body`` is bytes, a binary file, or an iterable of bytes (streamed in STDIN
         records; give a ``Content-Length`` header when its size is not known).
         """
-        spec = self._spec(method, path, params, headers, body, script_filename, root, role)
-        conn, exchange, deadline = self._start(spec, timeout, keep_raw=True)
+        conn, exchange, deadline = self._start(self._spec(method, path, **options), keep_raw=True)
         try:
             while not exchange.done:
                 conn.read_once(deadline)
@@ -249,26 +215,15 @@ class FastCGIClient:
         return response
 
     @contextmanager
-    def stream(
-        self,
-        method: str = "GET",
-        path: str = "/",
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
-        body: Any = b"",
-        script_filename: str | None = None,
-        root: str | None = None,
-        role: Role = Role.RESPONDER,
-        timeout: float | Timeout | None = None,
-    ) -> Iterator[StreamingResponse]:
-        """Send a request; yields a :class:`StreamingResponse` as soon as its head arrived.
+    def stream(self, method: str = "GET", path: str = "/",
+               **options: Unpack[RequestOptions]) -> Iterator[StreamingResponse]:
+        """Send a request (the options of :meth:`request`); yields a
+        :class:`StreamingResponse` as soon as its head arrived.
 
         Leaving the block before the body's end aborts the request (FCGI_ABORT_REQUEST)
         and keeps the connection only if the server ends it promptly.
         """
-        spec = self._spec(method, path, params, headers, body, script_filename, root, role)
-        conn, exchange, deadline = self._start(spec, timeout)
+        conn, exchange, deadline = self._start(self._spec(method, path, **options))
         response = StreamingResponse(self, conn, exchange, deadline)
         try:
             yield response
@@ -279,22 +234,18 @@ class FastCGIClient:
                    timeout: float | Timeout | None = None) -> dict[str, str]:
         """FCGI_GET_VALUES on a connection of its own (PHP-FPM closes it after answering)."""
         deadline = Deadline(self.address, self._timeout(timeout))
-        conn = _Connection(self.address, self.family, self.sockaddr, deadline)
+        conn = Connection(self.address, self.family, self.sockaddr, deadline)
         try:
-            data = conn.channel.core.get_values(names)
             conn.sock.setblocking(True)
             conn.sock.settimeout(deadline.next_wait(deadline.timeout.read))
             try:
-                conn.sock.sendall(data)
+                conn.sock.sendall(conn.channel.ask_values(names))
             except OSError as exc:
                 raise ConnectionClosed(self.address, f"the connection broke: {exc}") from None
             conn.sock.setblocking(False)
-            while conn.channel.values is None:
+            while (values := conn.channel.values_answer()) is None:
                 conn.read_once(deadline)
-                if conn.channel.closed:
-                    raise ConnectionClosed(self.address, "the server closed the connection without "
-                                                         "answering FCGI_GET_VALUES")
-            return conn.channel.values
+            return values
         finally:
             conn.close()
 
@@ -304,16 +255,9 @@ class FastCGIClient:
         self.get_values((FCGI_MPXS_CONNS,), timeout=timeout)
         return time.monotonic() - start
 
-    @property
-    def idle_connections(self) -> int:
-        """Connections waiting in the pool."""
-        return len(self._pool)
-
     def close(self) -> None:
         """Close every pooled connection."""
-        with self._lock:
-            pool, self._pool = self._pool, deque()
-        for conn in pool:
+        for conn in self._take_all_idle():
             conn.close()
 
     def __enter__(self) -> FastCGIClient:
@@ -324,50 +268,20 @@ class FastCGIClient:
 
     # ------------------------------------------------------------------- internals
 
-    def _timeout(self, timeout: float | Timeout | None) -> Timeout:
-        return self.timeout if timeout is None else Timeout.of(timeout)
+    def _acquire(self, deadline: Deadline) -> Connection:
+        """A pooled connection that is still open, else a new one."""
+        conn, stale = self._take_idle(Connection.is_alive)
+        for old in stale:
+            old.close()
+        return conn or Connection(self.address, self.family, self.sockaddr, deadline)
 
-    def _spec(self, method: str, path: str, params: Mapping[str, str] | None,
-              headers: Iterable[tuple[str, str]] | Mapping[str, str], body: Any,
-              script_filename: str | None, root: str | None, role: Role) -> RequestSpec:
-        return make_spec(method, path, params=params, headers=headers, body=body,
-                         script_filename=script_filename or self.script_filename, root=root or self.root,
-                         role=role, defaults=self.params)
-
-    def _acquire(self, deadline: Deadline) -> _Connection:
-        """A pooled connection that is still open, else a new one.
-
-        A pooled connection the server closed meanwhile is found here, before any byte
-        of the request was sent on it, and replaced.
-        """
-        now = time.monotonic()
-        while True:
-            with self._lock:
-                conn = self._pool.pop() if self._pool else None
-            if conn is None:
-                return _Connection(self.address, self.family, self.sockaddr, deadline)
-            if now - conn.idle_since < self.idle_timeout and conn.is_alive():
-                return conn
-            conn.close()
-
-    def _start(self, spec: RequestSpec, timeout: float | Timeout | None,
-               keep_raw: bool = False) -> tuple[_Connection, Exchange, Deadline]:
-        deadline = Deadline(self.address, self._timeout(timeout))
+    def _start(self, spec: RequestSpec, keep_raw: bool = False) -> tuple[Connection, Exchange, Deadline]:
+        deadline = Deadline(self.address, spec.timeout)
         conn = self._acquire(deadline)
         try:
-            exchange, data, body_sent = conn.channel.begin(spec, keep_conn=self.keep_alive, keep_raw=keep_raw)
-            conn.send(data, exchange, deadline)
-            if not body_sent:
-                for chunk in iter_body(spec.body):
-                    out = conn.channel.stdin(exchange, chunk)
-                    if out is None:
-                        break
-                    conn.send(out, exchange, deadline)
-                else:
-                    out = conn.channel.end_stdin(exchange)
-                    if out is not None:
-                        conn.send(out, exchange, deadline)
-            while exchange.head is None and not exchange.done:
+            exchange, upload = conn.channel.begin(spec, keep_conn=self.keep_alive, keep_raw=keep_raw)
+            conn.upload(upload, deadline)
+            while not exchange.head_ready:
                 conn.read_once(deadline)
             exchange.raise_error()
         except BaseException:
@@ -375,29 +289,16 @@ class FastCGIClient:
             raise
         return conn, exchange, deadline
 
-    def _finish(self, conn: _Connection, exchange: Exchange) -> None:
+    def _finish(self, conn: Connection, exchange: Exchange) -> None:
         """The caller is done with ``exchange``: pool the connection if it can be reused."""
-        channel = conn.channel
         try:
-            if not exchange.done and self.keep_alive and channel.reusable:
-                data = channel.abort(exchange)
-                grace = Deadline(self.address, Timeout(None, ABORT_GRACE, ABORT_GRACE))
-                conn.send(data, exchange, grace)
+            if conn.channel.abort_first(exchange, self.keep_alive):
+                grace = Deadline.for_abort(self.address)
+                conn.send(conn.channel.abort(exchange), exchange, grace)
                 while not exchange.done:
                     conn.read_once(grace)
         except (FastCGIError, OSError):
             conn.close()
             return
-        channel.forget(exchange)
-        if not channel.keepable(exchange, self.keep_alive):
+        if not self._keep(conn, exchange):
             conn.close()
-            return
-        conn.idle_since = time.monotonic()
-        with self._lock:
-            if len(self._pool) < self.pool_size:
-                self._pool.append(conn)
-                return
-        conn.close()
-
-
-
