@@ -9,8 +9,10 @@ command line::
 
 The request runs through the very same server stack as under FastCGI: a worker (with
 the WSGI, ASGI, accept-style or Lua adapter, and the app's ``start`` hook) serves a
-private unix socket in a thread, and this module is its FastCGI client, so the STDOUT
-stream it receives — already a CGI response — goes to stdout unchanged, as it arrives.
+private unix socket in a thread, and the package's blocking client core
+(:class:`fcgibridge.client._sync.Connection` around a channel) sends it the request, so
+the STDOUT stream it receives — already a CGI response — goes to stdout unchanged, as
+it arrives.
 
 While the app runs, file descriptor 1 points at stderr: nothing the app prints, not even
 from C code, can get into the response.
@@ -27,14 +29,16 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .client._base import Deadline, FastCGIError, RequestSpec, Timeout
+from .client._sync import Connection
 from .config import Config
 from .errors import UserError
-from .protocol import ClientConnection, RequestEnded, Role, Stderr, Stdout
+from .protocol import Role
 
 __all__ = ["is_cgi_invocation", "run"]
 
@@ -133,38 +137,57 @@ class _ServerThread:
 
 
 def _exchange(path: str, params: dict[str, str], out: int) -> int:
-    """One FastCGI request with the CGI variables and stdin; STDOUT to *out* as it arrives."""
-    client = ClientConnection()
+    """One FastCGI request with the CGI variables (as they are) and stdin; STDOUT to *out*
+    as it arrives, unparsed, and STDERR to stderr."""
+    deadline = Deadline(path, Timeout(None, None, None))  # as long as the app takes
+    try:
+        conn = Connection(path, socket.AF_UNIX, path, deadline)
+    except FastCGIError as exc:
+        print(f"fcgibridge: error: {exc}", file=sys.stderr)
+        return 1
+    spec = RequestSpec(params, Role.RESPONDER, _request_body(params))
+    exchange, upload = conn.channel.begin(spec, keep_conn=False, parse_head=False)
+    try:
+        conn.upload(upload, deadline)
+        told = 0  # stderr pieces written so far
+        while True:
+            _write_all(out, exchange.pop_body())
+            for piece in exchange.stderr[told:]:
+                sys.stderr.buffer.write(piece)
+                sys.stderr.flush()
+            told = len(exchange.stderr)
+            if exchange.done:
+                break
+            conn.read_once(deadline)
+    except FastCGIError:
+        pass  # the connection broke: said below, as for a close before END_REQUEST
+    finally:
+        conn.close()
+    if exchange.ended is None:
+        print("fcgibridge: error: the server closed the connection before the response ended", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _request_body(params: Mapping[str, str]) -> Iterator[bytes] | None:
+    """``CONTENT_LENGTH`` bytes of stdin, in pieces; None when there is no body."""
     try:
         length = int(params.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(path)
-        request_id, data = client.begin_request(params, role=Role.RESPONDER, keep_conn=False)
-        sock.sendall(data)
-        stdin = sys.stdin.buffer if sys.stdin is not None else None
-        while length > 0 and stdin is not None:
-            chunk = stdin.read(min(CHUNK, length))
-            if not chunk:
-                break
-            length -= len(chunk)
-            sock.sendall(client.send_stdin(request_id, chunk))
-        sock.sendall(client.end_stdin(request_id))
-        while True:
-            received = sock.recv(256 * 1024)
-            if not received:
-                print("fcgibridge: error: the server closed the connection before the response ended",
-                      file=sys.stderr)
-                return 1
-            for event in client.receive_data(received):
-                if isinstance(event, Stdout):
-                    _write_all(out, event.data)
-                elif isinstance(event, Stderr):
-                    sys.stderr.buffer.write(event.data)
-                    sys.stderr.flush()
-                elif isinstance(event, RequestEnded):
-                    return 0
+    stdin = sys.stdin.buffer if sys.stdin is not None else None
+    if length <= 0 or stdin is None:
+        return None
+    return _read_stdin(stdin, length)
+
+
+def _read_stdin(stdin: Any, length: int) -> Iterator[bytes]:
+    while length > 0:
+        chunk = stdin.read(min(CHUNK, length))
+        if not chunk:
+            return
+        length -= len(chunk)
+        yield chunk
 
 
 def _write_all(fd: int, data: bytes) -> None:

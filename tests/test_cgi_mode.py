@@ -56,6 +56,15 @@ def test_wsgi_and_asgi_apps_answer_one_request_on_stdout(kind: str) -> None:
         assert b"printed by the WSGI app" in proc.stderr
 
 
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_a_body_of_many_stdin_records_arrives_whole(kind: str) -> None:
+    body = bytes(range(256)) * 20_000  # 5 MB: sent in 64 KiB pieces while the app answers
+    proc = run_cgi(APPS[kind], cgi_env("POST", "/echo", "", body), body)
+    assert proc.returncode == 0, proc.stderr
+    head, data = split_response(proc.stdout)
+    assert head.status == 201 and data == b"POST /echo  " + body
+
+
 @pytest.mark.parametrize("kind", ["accept", "lua"])
 def test_accept_style_scripts_answer_one_request_on_stdout(kind: str) -> None:
     proc = run_cgi(APPS[kind], cgi_env("POST", "/body", body=b"a=1&b=2"), b"a=1&b=2")
