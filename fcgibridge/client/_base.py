@@ -116,6 +116,10 @@ _REFUSALS: dict[int, type[RequestRefused]] = {
 }
 
 
+def connect_error(address: str, exc: OSError) -> ConnectError:
+    return ConnectError(address, f"cannot connect: {exc.strerror or exc}")
+
+
 # ------------------------------------------------------------------------ addresses
 
 
@@ -643,6 +647,9 @@ class Channel:
                 exchange.fail(error)
 
 
+# -------------------------------------------------------------------------- uploads
+
+
 class Upload:
     """The writes that carry one request, in order: :attr:`first` (BEGIN_REQUEST and the
     params; the whole body too when it is small bytes), then one STDIN write per body
@@ -690,6 +697,9 @@ class Upload:
             self.channel.reusable = False
             return True
         return False
+
+
+# -------------------------------------------------------------------------- clients
 
 
 class Pooled(Protocol):
@@ -798,7 +808,3 @@ class ClientBase(Generic[C]):
         with self._lock:
             pool, self._pool = self._pool, deque()
         return list(pool)
-
-
-def connect_error(address: str, exc: OSError) -> ConnectError:
-    return ConnectError(address, f"cannot connect: {exc.strerror or exc}")
