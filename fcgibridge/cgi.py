@@ -45,6 +45,16 @@ def format_head(status: int | str, headers: Iterable[tuple[bytes, bytes]]) -> by
     return head
 
 
+_PLAIN_TEXT = ((b"Content-Type", b"text/plain; charset=utf-8"),)
+
+
+def error_response(status: int, message: str | None = None) -> bytes:
+    """A whole plain-text error response: the head and ``message`` (the reason phrase
+    by default) on one line. The one spelling of the package's own 4xx/5xx answers."""
+    text = reason_phrase(status) if message is None else message
+    return format_head(status, _PLAIN_TEXT) + text.encode() + b"\n"
+
+
 @dataclass
 class CGIHead:
     """The parsed head of a CGI response."""
@@ -63,15 +73,28 @@ class CGIHead:
 
 
 def find_head_end(data: bytes | bytearray) -> tuple[int, int] | None:
-    """``(end of head, start of body)`` if ``data`` holds a whole head, else None."""
+    """``(end of head, start of body)`` if ``data`` holds a whole head, else None.
+
+    The head ends at the first blank line, ``\\r\\n\\r\\n`` or ``\\n\\n``; a response that
+    starts with a line end has an empty head.
+    """
+    if data[:1] == b"\n":
+        return 0, 1
+    if data[:2] == b"\r\n":
+        return 0, 2
     crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    candidates = [(pos, pos + 4) for pos in (crlf,) if pos >= 0] + [(pos, pos + 2) for pos in (lf,) if pos >= 0]
-    if data.startswith(b"\r\n"):
-        candidates.append((0, 2))
-    elif data.startswith(b"\n"):
-        candidates.append((0, 1))
-    return min(candidates) if candidates else None
+    # An LF-only blank line ends the head only if it comes first: look no further.
+    lf = data.find(b"\n\n", 0, crlf if crlf >= 0 else len(data))
+    if lf >= 0:
+        return lf, lf + 2
+    return (crlf, crlf + 4) if crlf >= 0 else None
+
+
+def head_size(data: bytes | bytearray) -> int | None:
+    """How many bytes at the start of ``data`` are the CGI head, its blank line
+    included; None while the head is not complete in ``data``."""
+    found = find_head_end(data)
+    return None if found is None else found[1]
 
 
 def parse_head(head: bytes) -> CGIHead:
@@ -95,11 +118,38 @@ def parse_head(head: bytes) -> CGIHead:
             headers.append((name, value))
     if status_line is not None:
         status, reason = _parse_status(status_line)
-    elif any(name.lower() == "location" for name, _ in headers):
-        status, reason = 302, "Found"
     else:
-        status, reason = 200, "OK"
+        status = _implied_status(any(name.lower() == "location" for name, _ in headers))
+        reason = reason_phrase(status)
     return CGIHead(status, reason, headers)
+
+
+def _implied_status(has_location: bool) -> int:
+    """The status of a head without ``Status:`` (RFC 3875 6.2.3 and 6.2.1)."""
+    return 302 if has_location else 200
+
+
+def summarize_head(data: bytes | bytearray) -> tuple[int | None, dict[str, str]]:
+    """The status and the headers of a response head, for logging: cheap and lenient.
+
+    ``data`` is the start of a response (the head may be cut short, and body bytes may
+    follow it). Header names are lower-cased and the first value of a name wins; lines
+    that are not headers are skipped, a bad ``Status:`` counts as none, and nothing
+    raises. The status is None when ``data`` is empty (no response was sent at all).
+    """
+    if not data:
+        return None, {}
+    found = find_head_end(data)
+    text = (data if found is None else data[: found[0]]).decode("latin-1")
+    headers: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.setdefault(name.strip().lower(), value.strip())
+    code = headers.get("status", "")[:3]
+    if code.isascii() and code.isdigit():
+        return int(code), headers
+    return _implied_status("location" in headers), headers
 
 
 def _parse_status(text: str) -> tuple[int, str]:
