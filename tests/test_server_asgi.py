@@ -527,7 +527,7 @@ def test_slow_app_pauses_reading_and_bounds_the_queue(loop: str, monkeypatch: py
             assert sent < 4 * 1024 * 1024, "the server kept reading although the app did not"
             conns = list(server.state.connections)
             assert len(conns) == 1
-            assert conns[0]._pausers, "reading is not paused"
+            assert conns[0].flow.paused_by, "reading is not paused"
             assert not conns[0].transport.is_reading()
             release.set()
             conn.sock.settimeout(10)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from ..cgi import format_head
+from ..cgi import error_response
 from ..protocol import (
     ApplicationConnection,
     BadRecord,
@@ -33,10 +33,8 @@ from ..protocol import (
 log = logging.getLogger("fcgibridge.server")
 
 #: How long a connection without KEEP_CONN keeps reading a request body nobody wants
-#: before it closes anyway (DESIGN.md: drain the body before closing).
+#: before it closes anyway (see :meth:`FastCGIProtocol._half_close`).
 DRAIN_TIMEOUT = 10.0
-
-_PLAIN = [(b"Content-Type", b"text/plain; charset=utf-8")]
 
 
 class ClientDisconnected(OSError):
@@ -169,17 +167,18 @@ class RequestStream:
         if self.started:
             self.end(app_status=1)
         else:
-            self.end(format_head(status, _PLAIN) + message.encode() + b"\n", app_status=1)
+            self.end(error_response(status, message), app_status=1)
 
     @property
     def writable(self) -> bool:
-        return not self._conn.write_paused
+        return not self._conn.flow.write_paused
 
     async def drain(self) -> None:
         """Wait until the web server has taken enough of what was written, or the
         request is over (aborted, failed, connection lost): then return at once."""
-        while self._conn.write_paused and not self.closed:
-            await self._conn.wait_writable()
+        flow = self._conn.flow
+        while flow.write_paused and not self.closed:
+            await flow.wait_writable()
 
     def pause_reading(self) -> None:
         self._conn.pause_for(self, True)
@@ -207,8 +206,76 @@ class RequestStream:
             handler.disconnect()
 
 
+class FlowControl:
+    """Backpressure on one connection, both ways.
+
+    Reading: a request whose app has more body queued than it takes (ASGI) pauses
+    reading from the web server; reading resumes once no request on the connection
+    asks for the pause. Writing: while the transport holds more than its high-water
+    mark (asyncio's ``pause_writing``), writers wait in :meth:`wait_writable` until it
+    drains, or until the connection wakes them because their request is over.
+    """
+
+    __slots__ = ("_reading_paused", "_writers", "paused_by", "write_paused")
+
+    def __init__(self) -> None:
+        #: The requests that asked for reading to pause (their app is behind).
+        self.paused_by: set[RequestStream] = set()
+        self._reading_paused = False
+        #: The web server reads slower than we write.
+        self.write_paused = False
+        self._writers: list[asyncio.Future[None]] = []
+
+    # ------------------------------------------------ reading: the app is behind
+
+    def pause_reading_for(self, stream: RequestStream, pause: bool) -> None:
+        """Note that ``stream`` asks for reading to pause (or no longer does); the
+        transport follows at :meth:`apply_reading`."""
+        if pause:
+            self.paused_by.add(stream)
+        else:
+            self.paused_by.discard(stream)
+
+    def apply_reading(self, transport: asyncio.Transport) -> None:
+        """Pause or resume ``transport``'s reading as the requests ask (once per change)."""
+        paused = bool(self.paused_by)
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            if paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    # ------------------------------------------ writing: the web server is behind
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is above its high-water mark: writers should wait."""
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        """The buffer drained below its low-water mark: release the waiting writers."""
+        self.write_paused = False
+        self.wake_writers()
+
+    async def wait_writable(self) -> None:
+        """Until the next wake-up: the buffer drained, or a request ended (the caller
+        checks which and may wait again)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._writers.append(waiter)
+        await waiter
+
+    def wake_writers(self) -> None:
+        """Release every writer waiting in :meth:`wait_writable`."""
+        waiters, self._writers = self._writers, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class FastCGIProtocol(asyncio.Protocol):
-    """One connection from a web server."""
+    """One connection from a web server: bytes in, protocol events out, requests started
+    and finished; closed when a request without KEEP_CONN, the protocol or a stopping
+    worker says so."""
 
     def __init__(self, state: WorkerState) -> None:
         self.state = state
@@ -220,15 +287,14 @@ class FastCGIProtocol(asyncio.Protocol):
         )
         self.streams: dict[int, RequestStream] = {}
         self.transport: asyncio.Transport | None = None
-        self.write_paused = False
-        self._writable_waiters: list[asyncio.Future[None]] = []
-        self._pausers: set[RequestStream] = set()
+        self.flow = FlowControl()
         # Events read but not handled yet: while reading is paused, the rest of what one
         # read returned waits here, so an app's queue grows by at most one record.
         self._backlog: deque[Any] = deque()
         self._dispatch_handle: asyncio.Handle | None = None
-        self._reading_paused = False
-        self._closing = False
+        # Closing (close_if_idle): a request without KEEP_CONN has ended; the timer that
+        # bounds reading a body nobody wants after a half-close; our FIN is queued.
+        self._close_pending = False
         self._drain_timer: asyncio.TimerHandle | None = None
         self._eof_sent = False
 
@@ -236,22 +302,12 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        state = self.state
-        if state.allowed is not None and not state.allowed(transport.get_extra_info("peername")):
-            log.warning("refused connection from %s: not in FCGI_WEB_SERVER_ADDRS",
-                        transport.get_extra_info("peername"))
+        if not self._admit(transport):
             transport.abort()
             return
-        # A stopping worker still serves a connection accepted as it closed its listeners
-        # (asyncio accepts a batch at a time): it was taken off the shared listen queue, so
-        # no other worker will see it.
-        if len(state.connections) >= state.max_connections:
-            log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
-            transport.abort()
-            return
-        state.connections.add(self)
-        if state.observer is not None:
-            state.observer.connection_made()
+        self.state.connections.add(self)
+        if self.state.observer is not None:
+            self.state.observer.connection_made()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -263,10 +319,53 @@ class FastCGIProtocol(asyncio.Protocol):
         self._backlog.extend(events)
         self._dispatch()
 
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost cleans up
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        if not self.state.connections:
+            self.state.no_connections.set()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        if self._dispatch_handle is not None:
+            self._dispatch_handle.cancel()
+        self._backlog.clear()
+        if self.streams:
+            for stream in list(self.streams.values()):
+                stream.closed = True
+                stream.disconnect_handler()
+                self._forget(stream)
+        self.flow.wake_writers()
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def _admit(self, transport: asyncio.Transport) -> bool:
+        """The peer filter (FCGI_WEB_SERVER_ADDRS, --allow-from) and --max-connections."""
+        state = self.state
+        if state.allowed is not None and not state.allowed(transport.get_extra_info("peername")):
+            log.warning("refused connection from %s: not in FCGI_WEB_SERVER_ADDRS",
+                        transport.get_extra_info("peername"))
+            return False
+        # A stopping worker still serves a connection accepted as it closed its listeners
+        # (asyncio accepts a batch at a time): it was taken off the shared listen queue, so
+        # no other worker will see it.
+        if len(state.connections) >= state.max_connections:
+            log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
+            return False
+        return True
+
+    # ------------------------------------------------------------- events → requests
+
     def _dispatch(self) -> None:
         self._dispatch_handle = None
         backlog = self._backlog
-        while backlog and not self._pausers:
+        paused_by = self.flow.paused_by
+        while backlog and not paused_by:
             event = backlog.popleft()
             if type(event) is RequestBody:
                 stream = self.streams.get(event.request_id)
@@ -288,35 +387,8 @@ class FastCGIProtocol(asyncio.Protocol):
         replies = self.core.data_to_send()
         if replies:
             self.send(replies)
-        self._maybe_close()
+        self.close_if_idle()
         self._update_reading()
-
-    def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost cleans up
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.state.connections.discard(self)
-        if not self.state.connections:
-            self.state.no_connections.set()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        if self._dispatch_handle is not None:
-            self._dispatch_handle.cancel()
-        self._backlog.clear()
-        for stream in list(self.streams.values()):
-            stream.closed = True
-            stream.disconnect_handler()
-            self._forget(stream)
-        self._wake_writers()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake_writers()
-
-    # ------------------------------------------------------------------ requests
 
     def _start(self, event: RequestStarted) -> None:
         observer = self.state.observer
@@ -354,7 +426,9 @@ class FastCGIProtocol(asyncio.Protocol):
         if stream is not None:
             stream.fail(400, "Bad Request")
         else:  # the app never started: answer so the web server is not left waiting
-            self.send(self.core.end_request(event.request_id, 1, stdout=format_head(400, _PLAIN) + b"Bad Request\n"))
+            self.send(self.core.end_request(event.request_id, 1, stdout=error_response(400)))
+
+    # ------------------------------------------------------------ the end of a request
 
     def finish(self, stream: RequestStream, data: bytes) -> None:
         """Called by :meth:`RequestStream.end` with the final bytes of a request."""
@@ -366,17 +440,94 @@ class FastCGIProtocol(asyncio.Protocol):
         if last:
             self._cork(True)
         self.send(data)
-        if self.write_paused:
-            self._wake_writers()  # a writer waiting in drain() for this request must see it is over
+        if self.flow.write_paused:
+            self.flow.wake_writers()  # a writer waiting in drain() for this request must see it is over
         if not stream.keep_conn:
-            self._closing = True
+            self._close_pending = True
         self._forget(stream)
-        self._maybe_close()
+        self.close_if_idle()
         if last and not self._eof_sent:
             # With the FIN queued, stay corked: closing the socket sends both at once.
             # Uncorking now would let END_REQUEST out alone when the loop (uvloop) sends
             # the FIN only on a later turn, and nginx would reuse the connection meanwhile.
             self._cork(False)
+
+    def _forget(self, stream: RequestStream) -> None:
+        if self.streams.pop(stream.request_id, None) is not None:
+            self.state.request_done(stream)
+            if self.state.observer is not None:
+                self.state.observer.request_done(stream)
+        if stream in self.flow.paused_by:
+            self.pause_for(stream, False)
+
+    # ------------------------------------------------------------------ closing
+
+    def close_if_idle(self) -> None:
+        """Close the connection once nothing on it needs it any more: after a request
+        without KEEP_CONN, when the protocol says so, or when the worker is stopping
+        (a graceful stop calls this too: now if no request is in flight, else after the
+        last one). Called after every batch of events and every finished request."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
+            self._close(transport)
+        elif self._close_pending and not self.streams and self._drain_timer is None:
+            self._half_close(transport)
+
+    def _close(self, transport: asyncio.Transport) -> None:
+        if self.state.stopping and transport.can_write_eof() and not self._eof_sent:
+            transport.write_eof()  # with the last response (see finish)
+            self._eof_sent = True
+        transport.close()
+
+    def _half_close(self, transport: asyncio.Transport) -> None:
+        # The response is out but the web server is still sending the body. Half-close:
+        # our FIN tells a web server without KEEP_CONN (nginx) that the response is
+        # complete — it waits for it — while we read the rest of the body to its end (the
+        # core discards it), so the web server never writes into a closed socket and
+        # turns the answer into a 502. Its EOF then closes us, or the timer does.
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._eof_sent = True
+        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._lose)
+
+    def _lose(self) -> None:
+        """Drop the connection at once (a broken protocol, a drain that took too long,
+        a fast stop)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ------------------------------------------------------------- reading pauses
+
+    def pause_for(self, stream: RequestStream, pause: bool) -> None:
+        """Pause reading while any request on this connection has more body queued
+        than its app takes (ASGI backpressure)."""
+        if self.transport is None:
+            return
+        self.flow.pause_reading_for(stream, pause)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._backlog and not self.flow.paused_by:
+            # Handle what was read before the pause first; not from here (an app's
+            # receive() may be the caller), and reading stays paused until it is done.
+            if self._dispatch_handle is None:
+                self._dispatch_handle = asyncio.get_running_loop().call_soon(self._dispatch)
+            return
+        self.flow.apply_reading(transport)
+
+    # ------------------------------------------------------------- transport glue
+
+    def send(self, data: bytes) -> None:
+        """Write ``data``, unless the connection is closing or our FIN is out (nobody
+        would read it)."""
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing() and not self._eof_sent:
+            transport.write(data)
 
     def _cork(self, on: bool) -> None:
         """TCP_CORK: hold what is written (and a FIN) until uncorked, then send it as one."""
@@ -385,89 +536,6 @@ class FastCGIProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
 
-    def _forget(self, stream: RequestStream) -> None:
-        if self.streams.pop(stream.request_id, None) is not None:
-            self.state.request_done(stream)
-            if self.state.observer is not None:
-                self.state.observer.request_done(stream)
-        if stream in self._pausers:
-            self.pause_for(stream, False)
-
-    def _maybe_close(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
-            if self.state.stopping and transport.can_write_eof() and not self._eof_sent:
-                transport.write_eof()  # with the last response (see finish)
-                self._eof_sent = True
-            transport.close()
-        elif self._closing and not self.streams and self._drain_timer is None:
-            # The response is out but the web server is still sending the body. Half-close:
-            # our FIN tells a web server without KEEP_CONN (nginx) that the response is
-            # complete — it waits for it — while we read the rest of the body to its end (the
-            # core discards it), so the web server never writes into a closed socket and
-            # turns the answer into a 502. Its EOF then closes us, or the timer does.
-            if transport.can_write_eof():
-                transport.write_eof()
-                self._eof_sent = True
-            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._lose)
-
-    def close_if_idle(self) -> None:
-        """Graceful stop: close now if no request is in flight, else after the last one."""
-        self._maybe_close()
-
-    # ------------------------------------------------------------- transport glue
-
-    def send(self, data: bytes) -> None:
-        transport = self.transport
-        if data and transport is not None and not transport.is_closing() and not self._eof_sent:
-            transport.write(data)
-
-    def _lose(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer) if peer else "unix socket"
-
-    async def wait_writable(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._writable_waiters.append(waiter)
-        await waiter
-
-    def _wake_writers(self) -> None:
-        waiters, self._writable_waiters = self._writable_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def pause_for(self, stream: RequestStream, pause: bool) -> None:
-        """Pause reading while any request on this connection has more body queued
-        than its app takes (ASGI backpressure)."""
-        if self.transport is None:
-            return
-        if pause:
-            self._pausers.add(stream)
-        else:
-            self._pausers.discard(stream)
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self._backlog and not self._pausers:
-            # Handle what was read before the pause first; not from here (an app's
-            # receive() may be the caller), and reading stays paused until it is done.
-            if self._dispatch_handle is None:
-                self._dispatch_handle = asyncio.get_running_loop().call_soon(self._dispatch)
-            return
-        paused = bool(self._pausers)
-        if paused != self._reading_paused:
-            self._reading_paused = paused
-            if paused:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
