@@ -19,11 +19,9 @@ from ..server.asgi import ASGIAdapter
 from ..server.connection import AppAdapter
 from ..server.lifecycle import Lifecycle, NoLifecycle
 from ..server.wsgi import WSGIAdapter
+from .contract import ExitCode
 
 log = logging.getLogger("fcgibridge.server")
-
-#: Exit code of a worker whose start() hook raised.
-START_FAILED = 3
 
 
 def build(loaded: LoadedApp, config: Config) -> tuple[AppAdapter, Lifecycle]:
@@ -45,7 +43,8 @@ class AcceptHooks:
     """The lifecycle of an accept-style script (Python or Lua): its optional hooks.
 
     - ``start()`` before serving: a non-zero return ends the worker with that exit code
-      (``start function returned non-zero value: N``), an exception with exit code 3.
+      (``start function returned non-zero value: N``), an exception with exit code 3
+      (:attr:`~fcgibridge.process.contract.ExitCode.BOOT_FAILED`).
     - ``restart()`` on SIGHUP, between requests.
     - ``stop()`` on SIGTERM: a non-zero return vetoes the stop.
 
@@ -62,7 +61,7 @@ class AcceptHooks:
             code = self.script.start()
         except Exception:
             log.exception("start function raised an error")
-            return START_FAILED
+            return ExitCode.BOOT_FAILED
         if code:
             log.error("start function returned non-zero value: %d", code)
         return code

@@ -16,9 +16,10 @@ from ..errors import UserError
 from ..importer import LoadedApp, load
 from ..logs import reopen_logs
 from ..server.asgi import LifespanFailure
+from .contract import ExitCode, Report
 from .listeners import UnixAddress, open_listeners, parse_bind
 from .runtime import Runtime
-from .supervisor import BOOT_FAILED, READY, Supervisor
+from .supervisor import Supervisor
 from .systemd import sd_notify
 from .worker import run_worker
 
@@ -61,8 +62,8 @@ def needs_supervisor(config: Config) -> bool:
 
 
 def _supervise(config: Config, work: Callable[..., int]) -> int:
-    def child(report: Callable[[bytes], None]) -> int:
-        return work(lambda: report(READY), report)
+    def child(report: Callable[[Report], None]) -> int:
+        return work(lambda: report(Report.READY), report)
 
     supervisor = Supervisor(config.workers, child, config.graceful_timeout,
                             on_reopen=reopen_logs)
@@ -97,7 +98,7 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
                  preloaded: LoadedApp | None = None) -> Callable[..., int]:
     """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
 
-    def work(on_ready: Callable[[], None] | None, report: Callable[[bytes], None] | None = None) -> int:
+    def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None) -> int:
         loaded = preloaded if preloaded is not None else load_or_exit(runtime.config)
         if isinstance(loaded, int):
             return loaded
@@ -105,7 +106,7 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
             return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
-            return BOOT_FAILED
+            return ExitCode.BOOT_FAILED
 
     return work
 

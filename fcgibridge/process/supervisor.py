@@ -5,10 +5,8 @@ Signal handlers do nothing but wake the main loop (``signal.set_wakeup_fd``); th
 waits on that pipe and on each worker's pidfd, so it never polls. The first worker must
 report ready before the others start, so a broken app fails once, with one message.
 
-Each worker keeps a status pipe to the parent: ``1`` once it serves, ``R`` when it asks
-to be replaced (HUP without a restart hook, ``--max-requests`` reached, a request past
-``--timeout`` in a thread that cannot be interrupted), and after a stop signal ``S``
-(stopping) or ``V`` (its app's ``stop()`` vetoed the stop).
+The parent and a worker speak as :mod:`~fcgibridge.process.contract` says: signals one
+way, status bytes and the exit code the other.
 
 Signals to the parent:
 
@@ -27,11 +25,53 @@ Signals to the parent:
   connection is never refused in between.
 - TTIN / TTOU: one worker more / one fewer (retired gracefully; never below one).
 - USR1: reopen the log files (``--error-log``), here and in every worker.
+
+Each worker process is in one :class:`Phase`; these rules move it (the table
+:data:`AFTER_REPORT` holds the moves a status byte makes):
+
+Rule 1. A worker forked to make up the count is STARTING. One forked because a worker
+        asked to be replaced (``R``) is REPLACING and knows which worker it replaces.
+        A worker has one successor at most: ``R`` is ignored from a worker that has one
+        on the way or is not SERVING, and from every worker while the server stops.
+
+Rule 2. ``1`` (ready) makes a STARTING or REPLACING worker SERVING; a REPLACING one then
+        has its predecessor retired (Rule 4), unless that one is gone or the server
+        stops. A RETIRING worker stays RETIRING and gets SIGUSR2 again: it was retired
+        before it could take the signal.
+
+Rule 3. ``S`` (stopping) makes a SERVING worker STOPPING; a RETIRING one stays RETIRING.
+        Either way it is killed if it is still there past the graceful timeout plus
+        :data:`KILL_GRACE`, unless it has a deadline already.
+
+Rule 4. The parent retires a worker (a reload, TTOU, its successor is ready): whatever
+        its phase, it becomes RETIRING, with a deadline, and gets SIGUSR2.
+
+Rule 5. ``V`` (veto) moves no phase: the worker serves on, without a deadline. If the
+        server was stopping, it is not any more: every worker that is neither RETIRING
+        nor STOPPING loses its deadline too.
+
+Rule 6. The worker count (``-w``, TTIN, TTOU) counts the STARTING and SERVING workers:
+        a REPLACING worker stands in for its predecessor, which counts until it retires.
+
+Rule 7. A worker's exit, unless the server is stopping, is read by its phase: RETIRING
+        or STOPPING: expected, the count is made up again. STARTING or REPLACING before
+        any worker was ever ready: the app does not start, and the server stops with
+        the worker's exit code (or ``BOOT_FAILED``). REPLACING: the reloaded app does not
+        start, and its predecessor serves on. Otherwise it died: the count is made up
+        again, and after :data:`MAX_QUICK_DEATHS` quick deaths in a row the server stops
+        with ``BOOT_FAILED``. Status bytes still unread at the exit move its phase
+        first (the table only, without Rule 2's retiring).
+
+    STARTING ──1──┐
+                  ├──▶ SERVING ──S──▶ STOPPING
+    REPLACING ─1──┘
+    any phase ──retired by the parent──▶ RETIRING  (S and 1 leave it so)
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import math
@@ -42,6 +82,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from .contract import RETIRE_SIGNAL, ExitCode, Report
+
 log = logging.getLogger("fcgibridge.supervisor")
 
 #: Signals the parent forwards to every worker, asking for a stop.
@@ -50,10 +92,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 #: Signals the parent handles.
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1)
 
-#: What the parent sends a worker it retires (reload, TTOU, replaced): a graceful stop
-#: that no stop() hook is asked about.
-RETIRE_SIGNAL = signal.SIGUSR2
-
 #: Seconds past the graceful timeout before a stopping worker is killed.
 KILL_GRACE = 5.0
 
@@ -61,29 +99,55 @@ KILL_GRACE = 5.0
 QUICK_DEATH = 2.0
 MAX_QUICK_DEATHS = 5
 
-#: Exit code of a worker that could not load or start the app.
-BOOT_FAILED = 3
+#: The child's entry point: serves, calling ``report(Report.READY)`` once ready and
+#: ``report(...)`` later as the contract says; returns the exit code.
+Work = Callable[[Callable[[Report], None]], int]
 
-#: Status bytes a worker writes to its parent.
-READY, REPLACE_ME, STOPPING, VETO = b"1", b"R", b"S", b"V"
 
-#: The child's entry point: serves, calling ``report(b"1")`` once ready, and
-#: ``report(b"R"/b"S"/b"V")`` later; returns the exit code.
-Work = Callable[[Callable[[bytes], None]], int]
+class Phase(enum.Enum):
+    """Where a worker process is in its life, as its parent sees it (Rules 1-7)."""
+
+    STARTING = "forked, not serving yet"
+    REPLACING = "forked to take another worker's place, not serving yet"
+    SERVING = "serving"
+    STOPPING = "stopping on its own account (it said S)"
+    RETIRING = "retired by the parent: not replaced when it exits"
+
+
+_P = Phase
+
+#: (phase, status byte) -> the next phase, for the bytes that move one (Rules 2 and 3).
+AFTER_REPORT: dict[tuple[Phase, Report], Phase] = {
+    (_P.STARTING, Report.READY): _P.SERVING,
+    (_P.REPLACING, Report.READY): _P.SERVING,
+    (_P.SERVING, Report.STOPPING): _P.STOPPING,
+}
+
+#: The phases that count towards the number of workers (Rule 6).
+COUNTED = frozenset({_P.STARTING, _P.SERVING})
+
+#: The phases of a worker that has not said it is ready.
+NOT_READY = frozenset({_P.STARTING, _P.REPLACING})
+
+_REPORTS = {report[0]: report for report in Report}
 
 
 class WorkerProcess:
-    def __init__(self, pid: int, pidfd: int, status_fd: int) -> None:
+    """One forked worker, as its parent tracks it."""
+
+    def __init__(self, pid: int, pidfd: int, status_fd: int, replaces: WorkerProcess | None = None) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.status_fd = status_fd
         self.started = time.monotonic()
-        self.ready = False
-        self.stopping = False  # it said it is stopping (S), or it was told to retire
-        self.retiring = False  # the parent retires it: not to be replaced when it exits
-        self.replacement: WorkerProcess | None = None  # forked to take its place once ready
-        self.replaces: WorkerProcess | None = None
+        self.phase = Phase.STARTING if replaces is None else Phase.REPLACING
+        #: The worker a REPLACING one takes the place of (Rules 1 and 2).
+        self.replaces = replaces
         self.kill_at: float | None = None  # SIGKILL past this time
+
+    def reported(self, what: Report) -> None:
+        """Move the phase as the table says for ``what``; no row: it stays."""
+        self.phase = AFTER_REPORT.get((self.phase, what), self.phase)
 
 
 class Supervisor:
@@ -105,12 +169,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------ child
 
-    def _spawn(self) -> WorkerProcess:
+    def _spawn(self, replaces: WorkerProcess | None = None) -> WorkerProcess:
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(status_r)
-            code = 1
+            code: int = ExitCode.CRASHED
             try:
                 signal.set_wakeup_fd(-1)
                 for signum in HANDLED_SIGNALS:
@@ -119,7 +183,7 @@ class Supervisor:
                     signal.signal(signum, lambda *_: None)  # until the worker handles them
                 code = self.work(lambda what: _report(status_w, what))
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code if isinstance(exc.code, int) else ExitCode.CRASHED
             except BaseException:
                 log.exception("worker %d crashed", os.getpid())
             finally:
@@ -128,7 +192,7 @@ class Supervisor:
                 os._exit(code)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        worker = WorkerProcess(pid, os.pidfd_open(pid), status_r)
+        worker = WorkerProcess(pid, os.pidfd_open(pid), status_r, replaces)
         self.workers[pid] = worker
         self.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
         self.selector.register(worker.status_fd, selectors.EVENT_READ, ("status", worker))
@@ -146,9 +210,9 @@ class Supervisor:
         self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
         try:
             first = self._spawn()
-            while not first.ready and first.pid in self.workers and self.stopping_since is None:
+            while first.phase in NOT_READY and first.pid in self.workers and self.stopping_since is None:
                 self._step()
-            if first.ready:
+            if first.phase not in NOT_READY:
                 self.booted = True
                 if self.on_started is not None:
                     self.on_started()
@@ -164,8 +228,8 @@ class Supervisor:
         return self.exit_code
 
     def _serving(self) -> list[WorkerProcess]:
-        """Workers that count towards ``count``: not retiring, not replacing another."""
-        return [w for w in self.workers.values() if not w.stopping and not w.retiring and w.replaces is None]
+        """Workers that count towards ``count`` (Rule 6)."""
+        return [w for w in self.workers.values() if w.phase in COUNTED]
 
     def _fill(self) -> None:
         for _ in range(self.count - len(self._serving())):
@@ -258,7 +322,8 @@ class Supervisor:
         self._signal_all(signal.SIGTERM if ask else RETIRE_SIGNAL)
 
     def _retire(self, worker: WorkerProcess) -> None:
-        worker.retiring = True
+        """Rule 4."""
+        worker.phase = Phase.RETIRING
         worker.kill_at = time.monotonic() + self.graceful_timeout + KILL_GRACE
         _kill(worker.pid, RETIRE_SIGNAL)
 
@@ -275,7 +340,7 @@ class Supervisor:
                 _kill(worker.pid, signal.SIGKILL)
 
     def _status(self, worker: WorkerProcess) -> None:
-        """The worker's status pipe: 1, R, S, V, or EOF."""
+        """The worker's status pipe: its reports, or EOF."""
         try:
             data = os.read(worker.status_fd, 64)
         except BlockingIOError:
@@ -284,46 +349,45 @@ class Supervisor:
             self._close_status(worker)
             return
         for byte in data:
-            what = bytes((byte,))
-            if what == READY:
+            what = _REPORTS.get(byte)
+            if what is Report.READY:
                 self._on_ready(worker)
-            elif what == REPLACE_ME:
+            elif what is Report.REPLACE_ME:
                 self._replace(worker)
-            elif what == STOPPING:
-                worker.stopping = True
+            elif what is Report.STOPPING:
+                worker.reported(what)
                 if worker.kill_at is None:
                     worker.kill_at = time.monotonic() + self.graceful_timeout + KILL_GRACE
-            elif what == VETO:
+            elif what is Report.VETO:
                 self._vetoed(worker)
 
     def _on_ready(self, worker: WorkerProcess) -> None:
-        worker.ready = True
-        if worker.retiring:  # told before it handled the signal (it ignores it until it serves)
+        """Rule 2."""
+        old, worker.replaces = worker.replaces, None
+        worker.reported(Report.READY)
+        if worker.phase is Phase.RETIRING:  # told before it handled the signal (it ignores it until it serves)
             _kill(worker.pid, RETIRE_SIGNAL)
-        old = worker.replaces
-        if old is not None:
-            worker.replaces = None
-            old.replacement = None
-            if old.pid in self.workers and self.stopping_since is None:
-                log.info("worker %d is ready; retiring worker %d", worker.pid, old.pid)
-                self._retire(old)
+        if old is not None and old.pid in self.workers and self.stopping_since is None:
+            log.info("worker %d is ready; retiring worker %d", worker.pid, old.pid)
+            self._retire(old)
 
     def _replace(self, worker: WorkerProcess) -> None:
-        """The worker asked to be replaced: fork its successor; it retires once that is ready."""
-        if self.stopping_since is not None or worker.retiring or worker.stopping or worker.replacement is not None:
+        """The worker asked to be replaced: fork its successor; it retires once that is ready (Rule 1)."""
+        if self.stopping_since is not None or worker.phase is not Phase.SERVING:
             return
-        new = self._spawn()
-        new.replaces = worker
-        worker.replacement = new
+        if any(other.replaces is worker for other in self.workers.values()):
+            return  # its successor is on the way
+        self._spawn(replaces=worker)
 
     def _vetoed(self, worker: WorkerProcess) -> None:
+        """Rule 5."""
         worker.kill_at = None
         if self.stopping_since is not None:
             log.warning("worker %d vetoed the stop (its stop function returned non-zero); still serving",
                         worker.pid)
             self.stopping_since = None
             for other in self.workers.values():
-                if not other.stopping:
+                if other.phase is not Phase.STOPPING and other.phase is not Phase.RETIRING:
                     other.kill_at = None
 
     def _close_status(self, worker: WorkerProcess) -> None:
@@ -337,30 +401,30 @@ class Supervisor:
         os.close(worker.pidfd)
         if worker.status_fd >= 0:
             with contextlib.suppress(BlockingIOError):  # a last word (S or V) not read yet
-                tail = os.read(worker.status_fd, 64)
-                worker.ready = worker.ready or READY in tail
-                worker.stopping = worker.stopping or STOPPING in tail
+                for byte in os.read(worker.status_fd, 64):
+                    what = _REPORTS.get(byte)
+                    if what is not None:
+                        worker.reported(what)
         self._close_status(worker)
         del self.workers[worker.pid]
         code = _wait_code(worker.pid)
-        if worker.replaces is not None:  # a replacement that never got ready
-            worker.replaces.replacement = None
         if self.stopping_since is not None:
             return
-        if worker.retiring:
+        # Rule 7.
+        if worker.phase is Phase.RETIRING:
             log.info("worker %d retired (exit code %d)", worker.pid, code)
             self._fill()
             return
-        if worker.stopping:  # it stopped while the server was told to keep serving (a veto elsewhere)
+        if worker.phase is Phase.STOPPING:  # it stopped while the server was told to keep serving (a veto elsewhere)
             log.info("worker %d stopped (exit code %d); starting a new one", worker.pid, code)
             self._fill()
             return
-        if not worker.ready and not self.booted:
+        if worker.phase in NOT_READY and not self.booted:
             log.error("worker %d exited with code %d before it was ready; stopping", worker.pid, code)
-            self.exit_code = code or BOOT_FAILED
+            self.exit_code = code or ExitCode.BOOT_FAILED
             self.stop("boot failure")
             return
-        if not worker.ready and worker.replaces is not None:
+        if worker.phase is Phase.REPLACING and worker.replaces is not None:
             log.error("worker %d exited with code %d before it was ready: the reloaded app does not start; "
                       "worker %d keeps serving", worker.pid, code, worker.replaces.pid)
             return
@@ -368,7 +432,7 @@ class Supervisor:
         self.quick_deaths = self.quick_deaths + 1 if time.monotonic() - worker.started < QUICK_DEATH else 0
         if self.quick_deaths >= MAX_QUICK_DEATHS:
             log.error("workers keep dying right after starting; stopping")
-            self.exit_code = BOOT_FAILED
+            self.exit_code = ExitCode.BOOT_FAILED
             self.stop("crash loop")
             return
         self._fill()
@@ -379,7 +443,7 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _report(fd: int, what: bytes) -> None:
+def _report(fd: int, what: Report) -> None:
     os.write(fd, what)
 
 

@@ -14,14 +14,17 @@ An accept-style app (:class:`~fcgibridge.accept.AcceptApp`, Lua included) has ho
 
 - ``start()`` runs before the worker serves; a non-zero return ends the worker with that
   exit code (and ``start function returned non-zero value: N`` in the log), an exception
-  with exit code 3.
+  with exit code 3 (``ExitCode.BOOT_FAILED``).
 - SIGHUP calls ``restart()`` between requests; without a ``restart`` hook HUP asks the
   supervisor for a reload (a single process without one logs and ignores it).
 - SIGTERM first calls ``stop()``. 0 (or nothing) goes on with the graceful stop; a
   non-zero value *vetoes* it: the worker logs it and keeps serving. The worker tells a
-  supervising parent which way it went (``report``: ``b"S"`` stopping, ``b"V"`` veto), so
-  the parent neither waits for nor kills a worker that stays. SIGINT, SIGQUIT and
-  SIGUSR2 stop without asking.
+  supervising parent which way it went (``report``: ``S`` stopping, ``V`` veto), so the
+  parent neither waits for nor kills a worker that stays. SIGINT, SIGQUIT and SIGUSR2
+  stop without asking.
+
+What a worker and its supervisor tell each other is written down once, in
+:mod:`~fcgibridge.process.contract`.
 """
 
 from __future__ import annotations
@@ -41,24 +44,20 @@ from ..importer import LoadedApp
 from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
 from ..server.lifecycle import Lifecycle
 from .apps import build
+from .contract import RETIRE_SIGNAL, Report
 from .runtime import Runtime
 from .timeouts import RequestTimeouts
 
 log = logging.getLogger("fcgibridge.server")
 
 #: Graceful stop (TERM asks a stop() hook first; USR2 is the supervisor retiring the worker).
-GRACEFUL_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+GRACEFUL_SIGNALS = (signal.SIGTERM, RETIRE_SIGNAL)
 #: Fast stop.
 FAST_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
 
 #: Seconds a stopping worker leaves its idle keep-alive connections open.
 KEEPALIVE_GRACE = 1.0
-
-#: What a worker tells its supervisor after SIGTERM (one byte on its status pipe).
-REPORT_STOPPING = b"S"
-REPORT_VETO = b"V"
-REPORT_REPLACE_ME = b"R"
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -81,7 +80,7 @@ def run_worker(
     loaded: LoadedApp,
     *,
     on_ready: Callable[[], None] | None = None,
-    report: Callable[[bytes], None] | None = None,
+    report: Callable[[Report], None] | None = None,
     reopen_logs: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; returns the process exit code."""
@@ -101,7 +100,7 @@ class Worker:
         self.state: WorkerState | None = None
         self._stop = asyncio.Event()
         self._signals = 0
-        self._report: Callable[[bytes], None] | None = None
+        self._report: Callable[[Report], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._fast = False  # a fast stop: drop everything, skip the graceful shutdown
         self._replace_asked = False
@@ -112,7 +111,7 @@ class Worker:
         self.lifecycle: Lifecycle | None = None
 
     async def serve(self, on_ready: Callable[[], None] | None = None,
-                    report: Callable[[bytes], None] | None = None) -> int:
+                    report: Callable[[Report], None] | None = None) -> int:
         loop = asyncio.get_running_loop()
         config = self.config
         self._report = report
@@ -176,7 +175,7 @@ class Worker:
         self._signals += 1
         if signum in FAST_SIGNALS or self._signals > 1:
             log.info("%s%s: stopping now", signal.Signals(signum).name, " again" if self._signals > 1 else "")
-            self._tell(REPORT_STOPPING)
+            self._tell(Report.STOPPING)
             self._fast = True
             self._stop.set()
             self._close_servers()
@@ -200,7 +199,7 @@ class Worker:
         if self._replace_asked or self._report is None:
             return
         self._replace_asked = True
-        self._tell(REPORT_REPLACE_ME)
+        self._tell(Report.REPLACE_ME)
 
     def _timed_out(self, stream: RequestStream) -> None:
         """A request ran past --timeout, was ended, and its call cannot be stopped (a WSGI thread)."""
@@ -212,10 +211,10 @@ class Worker:
 
     def _begin_stop(self, signum: int) -> None:
         log.info("%s: finishing requests in flight, then stopping", signal.Signals(signum).name)
-        self._tell(REPORT_STOPPING)
+        self._tell(Report.STOPPING)
         self._stop.set()
 
-    def _tell(self, what: bytes) -> None:
+    def _tell(self, what: Report) -> None:
         if self._report is not None:
             try:
                 self._report(what)
@@ -235,7 +234,7 @@ class Worker:
             return
         if not agreed:
             self._signals = 0
-            self._tell(REPORT_VETO)
+            self._tell(Report.VETO)
             return
         self._begin_stop(signal.SIGTERM)
 

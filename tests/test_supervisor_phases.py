@@ -1,0 +1,167 @@
+"""The supervisor's worker phases (Rules 1-7 of fcgibridge.process.supervisor), without forking:
+fake workers whose status pipes and exits the test drives; signals are recorded, not sent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from fcgibridge.process import supervisor as sup
+from fcgibridge.process.contract import RETIRE_SIGNAL, ExitCode, Report
+from fcgibridge.process.supervisor import Phase, Supervisor, WorkerProcess
+
+
+class Harness:
+    """A supervisor whose workers are pipes: ``say`` writes status bytes, ``exit`` reaps."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, count: int = 1) -> None:
+        self.signals: list[tuple[int, int]] = []
+        self.codes: dict[int, int] = {}
+        self.writers: dict[int, int] = {}
+        self.fds: list[int] = []
+        self.next_pid = 1000
+        self.sup = Supervisor(count, lambda report: 0, graceful_timeout=30.0)
+        monkeypatch.setattr(self.sup, "_spawn", self.spawn)
+        monkeypatch.setattr(sup, "_kill", lambda pid, signum: self.signals.append((pid, signum)))
+        monkeypatch.setattr(sup, "_wait_code", lambda pid: self.codes.get(pid, 0))
+
+    def spawn(self, replaces: WorkerProcess | None = None) -> WorkerProcess:
+        self.next_pid += 1
+        status_r, status_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        os.set_blocking(status_r, False)
+        self.fds += [status_w, exit_w]  # the supervisor's ends it closes itself as it reaps
+        worker = WorkerProcess(self.next_pid, exit_r, status_r, replaces)
+        self.sup.workers[worker.pid] = worker
+        self.sup.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
+        self.sup.selector.register(worker.status_fd, selectors.EVENT_READ, ("status", worker))
+        self.writers[worker.pid] = status_w
+        return worker
+
+    def say(self, worker: WorkerProcess, *reports: Report, read: bool = True) -> None:
+        os.write(self.writers[worker.pid], b"".join(reports))
+        if read:
+            self.sup._status(worker)
+
+    def exit(self, worker: WorkerProcess, code: int = 0) -> None:
+        self.codes[worker.pid] = code
+        self.sup._reap(worker)
+
+    def ready(self) -> WorkerProcess:
+        """The first worker, booted as ``Supervisor.run`` boots it."""
+        worker = self.spawn()
+        self.say(worker, Report.READY)
+        self.sup.booted = True
+        return worker
+
+    def close(self) -> None:
+        for worker in self.sup.workers.values():
+            os.close(worker.pidfd)
+            if worker.status_fd >= 0:
+                os.close(worker.status_fd)
+        self.sup.selector.close()
+        for fd in self.fds:
+            os.close(fd)
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    h = Harness(monkeypatch)
+    yield h
+    h.close()
+
+
+def test_the_contract_bytes_are_single_distinct_bytes() -> None:
+    assert all(len(report) == 1 for report in Report)
+    assert len({bytes(report) for report in Report}) == len(Report)
+    assert RETIRE_SIGNAL == signal.SIGUSR2
+    assert int(ExitCode.BOOT_FAILED) == 3
+
+
+def test_a_replacement_retires_its_predecessor_once_ready(harness: Harness) -> None:
+    old = harness.ready()
+    harness.say(old, Report.REPLACE_ME)
+    (new,) = [w for w in harness.sup.workers.values() if w is not old]
+    assert (new.phase, new.replaces) == (Phase.REPLACING, old)
+    assert harness.sup._serving() == [old]  # the replacement stands in; it does not count yet
+    harness.say(old, Report.REPLACE_ME)  # one successor at most (Rule 1)
+    assert len(harness.sup.workers) == 2
+    harness.say(new, Report.READY)
+    assert (new.phase, new.replaces, old.phase) == (Phase.SERVING, None, Phase.RETIRING)
+    assert harness.signals == [(old.pid, RETIRE_SIGNAL)]
+    assert old.kill_at is not None
+    assert harness.sup._serving() == [new]
+    harness.say(old, Report.STOPPING)
+    assert old.phase is Phase.RETIRING  # Rule 3: it stays retiring
+    harness.exit(old)
+    assert list(harness.sup.workers.values()) == [new]  # retired: not replaced
+
+
+def test_a_replacement_that_does_not_start_leaves_its_predecessor_serving(harness: Harness,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    old = harness.ready()
+    harness.say(old, Report.REPLACE_ME)
+    (new,) = [w for w in harness.sup.workers.values() if w is not old]
+    harness.exit(new, 2)
+    assert f"the reloaded app does not start; worker {old.pid} keeps serving" in caplog.text
+    assert list(harness.sup.workers.values()) == [old] and old.phase is Phase.SERVING
+    harness.say(old, Report.REPLACE_ME)  # it may ask again
+    assert len(harness.sup.workers) == 2
+
+
+def test_a_worker_retired_before_it_was_ready_is_told_again(harness: Harness) -> None:
+    harness.sup.count = 2
+    first = harness.ready()
+    second = harness.spawn()
+    harness.sup.handle_sigttou()
+    assert second.phase is Phase.RETIRING and harness.signals == [(second.pid, RETIRE_SIGNAL)]
+    harness.say(second, Report.READY)
+    assert second.phase is Phase.RETIRING
+    assert harness.signals == [(second.pid, RETIRE_SIGNAL)] * 2
+    assert harness.sup._serving() == [first]
+
+
+def test_a_veto_ends_the_stop_and_the_deadlines_of_the_workers_asked(harness: Harness) -> None:
+    harness.sup.count = 3
+    vetoing, stopping, retiring = harness.ready(), harness.spawn(), harness.spawn()
+    harness.say(stopping, Report.READY)
+    harness.say(retiring, Report.READY)
+    harness.sup._retire(retiring)
+    harness.sup.stop("SIGTERM", ask=True)
+    harness.say(stopping, Report.STOPPING)
+    harness.say(vetoing, Report.VETO)
+    assert harness.sup.stopping_since is None
+    assert vetoing.phase is Phase.SERVING and vetoing.kill_at is None
+    assert stopping.phase is Phase.STOPPING and stopping.kill_at is not None
+    assert retiring.kill_at is not None
+    harness.exit(stopping)  # it stopped while the server serves on: made up again
+    assert stopping.pid not in harness.sup.workers and len(harness.sup._serving()) == 3
+
+
+def test_reports_unread_at_the_exit_count(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "fcgibridge.supervisor")
+    harness.ready()
+    late = harness.spawn()
+    harness.say(late, Report.READY, Report.STOPPING, read=False)
+    harness.exit(late)
+    assert f"worker {late.pid} stopped (exit code 0); starting a new one" in caplog.text
+
+
+def test_a_worker_that_exits_before_any_was_ready_stops_the_server(harness: Harness) -> None:
+    first = harness.spawn()
+    harness.exit(first, 0)
+    assert harness.sup.exit_code == ExitCode.BOOT_FAILED
+    assert harness.sup.stopping_since is not None
+
+
+def test_quick_deaths_stop_the_server(harness: Harness) -> None:
+    harness.ready()
+    for _ in range(sup.MAX_QUICK_DEATHS):
+        (worker,) = harness.sup.workers.values()
+        harness.exit(worker, 1)
+    assert harness.sup.exit_code == ExitCode.BOOT_FAILED
