@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 from fcgibridge.server.body import BlockingBody
 from fcgibridge.server.connection import ClientDisconnected
 
+#: A spool threshold no test body here reaches (the tests of spooling pass their own).
+MEMORY = 1024 * 1024
 
-def full_body(chunks: list[bytes], threshold: int = 1024 * 1024) -> BlockingBody:
+
+def full_body(chunks: list[bytes], threshold: int = MEMORY) -> BlockingBody:
     body = BlockingBody(threshold)
     for chunk in chunks:
         body.feed(chunk)
@@ -77,7 +80,7 @@ def test_read_without_size_reads_to_end(size: int | None) -> None:
 
 
 def test_read_zero_does_not_block() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     assert body.read(0) == b""
     assert body.readline(0) == b""
     body.close()
@@ -118,7 +121,7 @@ def test_readlines_and_hint_and_iteration() -> None:
 
 
 def test_read_blocks_until_bytes_arrive() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     reader = started(lambda: body.read(6))
     time.sleep(0.05)
     assert not reader.done.is_set()
@@ -132,7 +135,7 @@ def test_read_blocks_until_bytes_arrive() -> None:
 
 
 def test_read_returns_short_at_eof() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     reader = started(lambda: body.read(100))
     body.feed(b"xyz")
     time.sleep(0.05)
@@ -142,7 +145,7 @@ def test_read_returns_short_at_eof() -> None:
 
 
 def test_readline_blocks_until_newline_or_eof() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     reader = started(body.readline)
     body.feed(b"no newline yet")
     time.sleep(0.05)
@@ -154,7 +157,7 @@ def test_readline_blocks_until_newline_or_eof() -> None:
 
 
 def test_empty_feed_is_not_eof() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     reader = started(lambda: body.read(1))
     body.feed(b"")
     time.sleep(0.05)
@@ -170,7 +173,7 @@ def test_bytes_fed_after_end_are_ignored() -> None:
 
 
 def test_complete_reports_end_of_body() -> None:
-    body = BlockingBody()
+    body = BlockingBody(MEMORY)
     body.feed(b"x")
     assert not body.complete
     body.end()

@@ -1,7 +1,8 @@
 """environ.py: CGI variables from each front end, made consistent (no sockets here).
 
 The parameter sets are what each web server sends for an app mounted at ``/P`` and the
-request ``/P/items/7?x=1`` (DESIGN.md, "What real web servers send").
+request ``/P/items/7?x=1`` (docs/deployment.md, "SCRIPT_NAME and PATH_INFO", and the
+pages in docs/servers/ say what each sent in the end-to-end tests).
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ MAX_SPOOL_READ = 1024 * 1024
 class BlockingBody:
     """A file-like, read-only request body (PEP 3333 ``wsgi.input``)."""
 
-    def __init__(self, spool_threshold: int = 1024 * 1024) -> None:
+    def __init__(self, spool_threshold: int) -> None:
+        """``spool_threshold``: unread bytes held in memory before the rest spools to a
+        temporary file (``Config.spool_threshold``, passed down by the WSGI adapter)."""
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque[bytes] = deque()  # unread, in memory, oldest first
         self._block = b""  # the block being read (from _chunks or the spool file)

@@ -1,8 +1,9 @@
 """CGI variables from the web server, made consistent, as a WSGI environ or an ASGI scope.
 
-Web servers disagree on SCRIPT_NAME and PATH_INFO (see DESIGN.md): nginx with plain
-``fastcgi_params`` and Apache mod_proxy_fcgi send the whole path as SCRIPT_NAME and no
-PATH_INFO; h2o and Caddy send an empty SCRIPT_NAME; lighttpd splits at the mount point.
+Web servers disagree on SCRIPT_NAME and PATH_INFO (the table in docs/deployment.md):
+nginx with plain ``fastcgi_params`` and Apache mod_proxy_fcgi send the whole path as
+SCRIPT_NAME and no PATH_INFO; h2o and Caddy send an empty SCRIPT_NAME; lighttpd splits
+at the mount point.
 :func:`fix_script_name` turns each into the WSGI meaning: SCRIPT_NAME is the mount
 point (``""`` at the root), PATH_INFO the rest. ``--root-path`` fixes the mount point
 when it cannot be told from the variables.
@@ -14,6 +15,9 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..protocol import Role
+
+#: ``Role.RESPONDER`` -> ``"RESPONDER"`` (a dict lookup is cheaper than ``Enum.name``).
+_ROLE_NAMES = {role: role.name for role in Role}
 
 
 def _uri_path(params: dict[str, str]) -> str:
@@ -60,10 +64,6 @@ def is_https(params: dict[str, str]) -> bool:
     return https in ("on", "1", "yes", "true") or params.get("REQUEST_SCHEME", "").lower() == "https"
 
 
-def role_name(role: Role) -> str:
-    return role.name
-
-
 def wsgi_environ(params: dict[str, str], role: Role, root_path: str) -> dict[str, Any]:
     """A WSGI environ built straight from the params (the wsgi.* keys are the caller's)."""
     environ: dict[str, Any] = dict(params)
@@ -85,7 +85,7 @@ def wsgi_environ(params: dict[str, str], role: Role, root_path: str) -> dict[str
     environ.setdefault("SERVER_NAME", _host_name(environ.get("HTTP_HOST", "")) or "localhost")
     environ.setdefault("SERVER_PORT", "443" if is_https(params) else "80")
     environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
-    environ["FCGI_ROLE"] = role.name
+    environ["FCGI_ROLE"] = _ROLE_NAMES[role]
     return environ
 
 
@@ -121,9 +121,6 @@ def _utf8(text: str) -> str:
 
 def _port(value: str | None) -> int | None:
     return int(value) if value and _is_length(value) else None
-
-
-_ROLE_NAMES = {role: role.name for role in Role}
 
 
 def asgi_scope(params: dict[str, str], role: Role, root_path: str, state: dict[str, Any] | None) -> dict[str, Any]:
