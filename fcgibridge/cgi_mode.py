@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .client._base import Deadline, FastCGIError, RequestSpec, Timeout
+from .client._base import CHUNK_SIZE, Deadline, FastCGIError, RequestSpec, Timeout
 from .client._sync import Connection
 from .config import Config
 from .errors import UserError
@@ -43,9 +43,6 @@ from .protocol import Role
 __all__ = ["is_cgi_invocation", "run"]
 
 log = logging.getLogger("fcgibridge.cgi")
-
-#: Bytes of the request body sent per STDIN record batch.
-CHUNK = 64 * 1024
 
 #: Seconds to wait for the worker to get ready (the app's import and start hook).
 START_TIMEOUT = 60.0
@@ -149,13 +146,12 @@ def _exchange(path: str, params: dict[str, str], out: int) -> int:
     exchange, upload = conn.channel.begin(spec, keep_conn=False, parse_head=False)
     try:
         conn.upload(upload, deadline)
-        told = 0  # stderr pieces written so far
         while True:
             _write_all(out, exchange.pop_body())
-            for piece in exchange.stderr[told:]:
+            for piece in exchange.stderr:
                 sys.stderr.buffer.write(piece)
                 sys.stderr.flush()
-            told = len(exchange.stderr)
+            exchange.stderr.clear()  # written: not kept for the rest of the request
             if exchange.done:
                 break
             conn.read_once(deadline)
@@ -183,7 +179,7 @@ def _request_body(params: Mapping[str, str]) -> Iterator[bytes] | None:
 
 def _read_stdin(stdin: Any, length: int) -> Iterator[bytes]:
     while length > 0:
-        chunk = stdin.read(min(CHUNK, length))
+        chunk = stdin.read(min(CHUNK_SIZE, length))
         if not chunk:
             return
         length -= len(chunk)
