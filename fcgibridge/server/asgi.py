@@ -3,11 +3,39 @@
 Request bodies arrive as ``http.request`` messages as STDIN records come in; when the
 app falls behind, reading from the connection pauses. The response head waits for the
 first body message, so a small response leaves in one write with END_REQUEST.
+
+The response of one call is in one :class:`Response` state; these rules move it:
+
+Rule 1. ``http.response.start`` is taken only while WAITING: the head is formatted
+        and HELD (a header with a line break raises ValueError in the app instead).
+
+Rule 2. ``http.response.body`` is taken while HELD or STREAMING. The first one carries
+        the held head. With ``more_body`` the bytes go out (waiting while the web
+        server is slow to read) and the response is STREAMING; without it they go out
+        with END_REQUEST and the response is COMPLETE.
+
+Rule 3. Any other message, or one its state does not take (:data:`REFUSALS` says why),
+        raises RuntimeError in the app; an error in a GONE request raises
+        :class:`ClientDisconnected` instead, whatever the message.
+
+Rule 4. When the app raises (ClientDisconnected aside), is cancelled, or returns before
+        the response is COMPLETE, the error is logged and the request ends: with a 500
+        if no byte of the response went out (WAITING or HELD), cut short (app status 1)
+        if it did (STREAMING). A COMPLETE or GONE request is left as it is.
+
+Rule 5. The connection layer's ``disconnect`` (the request was aborted or failed, or
+        its connection closed) makes any state GONE. Once COMPLETE or GONE,
+        ``receive`` answers ``http.disconnect``.
+
+    WAITING ──start──▶ HELD ──body──▶ STREAMING ──body──▶ COMPLETE
+                        └──────last body───────────────────┘
+    any state ──disconnect──▶ GONE
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import traceback
 from collections import deque
@@ -17,7 +45,7 @@ from typing import Any
 
 from asgiref.typing import ASGI3Application
 
-from ..cgi import format_head
+from ..cgi import error_response, format_head
 from ..protocol import Role
 from .connection import ClientDisconnected, RequestStream
 from .environ import asgi_scope
@@ -27,9 +55,45 @@ log = logging.getLogger("fcgibridge.app")
 #: Body bytes queued for an ASGI app before reading from its connection pauses.
 MAX_QUEUED_BODY = 256 * 1024
 
-_INTERNAL_ERROR = (
-    b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nInternal Server Error\n"
-)
+_START = "http.response.start"
+_BODY = "http.response.body"
+_NO_MESSAGE = object()  # what a state takes that takes none: no message type equals it
+
+
+class Response(enum.Enum):
+    """Where the response of one ASGI call is (Rules 1-5 above)."""
+
+    WAITING = (_START, "no http.response.start yet")
+    HELD = (_BODY, "the head is formatted; it leaves with the first body message")
+    STREAMING = (_BODY, "the head is out; more body is to come")
+    COMPLETE = (None, "the last body message (or the 500) went out with END_REQUEST")
+    GONE = (None, "the request was aborted or failed, or its connection closed")
+
+    def __init__(self, takes: str | None, meaning: str) -> None:
+        #: The response is over (COMPLETE, GONE): nothing more goes out.
+        self.over = takes is None
+        #: The one message type the state takes (Rules 1, 2); none once it is over.
+        self.takes: object = _NO_MESSAGE if takes is None else takes
+        self.meaning = meaning
+
+
+# Plain names, quick to look up for every message (an enum member's attribute lookup is not).
+_WAITING = Response.WAITING
+_HELD = Response.HELD
+_STREAMING = Response.STREAMING
+_COMPLETE = Response.COMPLETE
+_GONE = Response.GONE
+
+#: Why a state does not take a message type it may be sent (Rule 3).
+REFUSALS: dict[tuple[Response, str], str] = {
+    (_WAITING, _BODY): f"ASGI app sent {_BODY!r} before {_START!r}",
+    (_HELD, _START): f"ASGI app sent {_START!r} twice",
+    (_STREAMING, _START): f"ASGI app sent {_START!r} twice",
+    (_COMPLETE, _START): f"ASGI app sent {_START!r} twice",
+    (_COMPLETE, _BODY): f"ASGI app sent {_BODY!r} after the response was complete",
+}
+
+_INTERNAL_ERROR = error_response(500)
 
 
 class LifespanFailure(Exception):
@@ -102,10 +166,8 @@ class ASGIRequest:
         # Spec 6.3: an authorizer gets no FCGI_STDIN, not even the empty record.
         self.body_done = stream.role is Role.AUTHORIZER
         self.body_delivered = False
-        self.gone = False
-        self.head: bytes | None = None
-        self.head_sent = False
-        self.complete = False
+        self.response = _WAITING
+        self.head = b""  # formatted by http.response.start, sent with the first body message
         self._wakeup = asyncio.Event()  # an Event, not one future: receive() may wait in several tasks
         self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
 
@@ -125,7 +187,7 @@ class ASGIRequest:
         self._wake()
 
     def disconnect(self) -> None:
-        self.gone = True
+        self.response = _GONE  # Rule 5
         self._wake()
 
     def cancel(self) -> bool:
@@ -153,7 +215,7 @@ class ASGIRequest:
 
     async def receive(self) -> dict[str, Any]:
         while True:
-            if self.gone or self.complete:
+            if self.response.over:  # Rule 5
                 return {"type": "http.disconnect"}
             if self.chunks:
                 data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -169,32 +231,25 @@ class ASGIRequest:
             await self._wait()
 
     async def send(self, message: Any) -> None:
-        if self.gone:
-            raise ClientDisconnected("the request was aborted or its connection closed")
         kind = message["type"]
-        if kind == "http.response.start":
-            if self.head is not None:
-                raise RuntimeError("ASGI app sent 'http.response.start' twice")
+        state = self.response
+        if kind != state.takes:
+            raise _refusal(state, kind)
+        if state is _WAITING:  # Rule 1
             self.head = format_head(int(message["status"]), message.get("headers", ()))
-        elif kind == "http.response.body":
-            await self._send_body(message.get("body", b""), message.get("more_body", False))
-        else:
-            raise RuntimeError(f"ASGI app sent unexpected message type {kind!r}")
-
-    async def _send_body(self, body: bytes, more_body: bool) -> None:
-        if self.head is None:
-            raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
-        if self.complete:
-            raise RuntimeError("ASGI app sent 'http.response.body' after the response was complete")
-        if not self.head_sent:
+            self.response = _HELD
+            return
+        # Rule 2
+        body = message.get("body", b"")
+        if state is _HELD:
             body = self.head + body
-            self.head_sent = True
-        if more_body:
+        if message.get("more_body", False):
+            self.response = _STREAMING
             if body:
                 self.stream.write(body)
                 await self.stream.drain()
             return
-        self.complete = True
+        self.response = _COMPLETE
         self.stream.end(body)
         self._wake()
 
@@ -214,21 +269,29 @@ class ASGIRequest:
             log.exception("error in ASGI app serving %s", stream.params.get("REQUEST_URI", "?"))
             self._finish_failed()
         else:
-            if not self.complete and not self.gone:
-                if self.head_sent:
+            state = self.response
+            if not state.over:
+                if state is _STREAMING:
                     log.error("ASGI app returned before finishing its response to %s", stream.params.get("REQUEST_URI"))
                 else:
                     log.error("ASGI app returned without a response to %s", stream.params.get("REQUEST_URI", "?"))
                 self._finish_failed()
 
     def _finish_failed(self) -> None:
-        if self.complete or self.gone:
+        """Rule 4: a 500 if nothing went out yet, else the response cut short."""
+        state = self.response
+        if state.over:
             return
-        self.complete = True
-        if self.head_sent:
-            self.stream.end(app_status=1)
-        else:
-            self.stream.end(_INTERNAL_ERROR, app_status=1)
+        self.response = _COMPLETE
+        self.stream.end(b"" if state is _STREAMING else _INTERNAL_ERROR, app_status=1)
+
+
+def _refusal(state: Response, kind: str) -> Exception:
+    """The error for a message its state does not take (Rule 3)."""
+    if state is _GONE:
+        return ClientDisconnected("the request was aborted or its connection closed")
+    refusal = REFUSALS.get((state, kind)) if isinstance(kind, str) else None
+    return RuntimeError(refusal or f"ASGI app sent unexpected message type {kind!r}")
 
 
 class Lifespan:
