@@ -203,6 +203,12 @@ class Wire:
         self.stdout: dict[int, bytearray] = {}
         self.ended: dict[int, RequestEnded] = {}
 
+    @property
+    def app(self) -> App:
+        app = self.state.adapter
+        assert isinstance(app, App)
+        return app
+
     def send(self, data: bytes) -> None:
         self.conn.data_received(data)
 
@@ -255,6 +261,15 @@ def wire(app: App | None = None, **options: Any) -> Wire:
     return Wire(worker_state(app or App(), **options))
 
 
+def two_in_flight() -> tuple[Wire, Handler, Handler]:
+    """A connection with two requests whose bodies are complete and that the app has
+    not answered yet."""
+    w = wire(App(respond_on_end=False))
+    first, _ = w.begin()
+    second, _ = w.begin()
+    return w, w.app.handlers[first], w.app.handlers[second]
+
+
 # ----------------------------------------------------------------------- KEEP_CONN
 
 
@@ -301,9 +316,7 @@ async def test_two_requests_interleaved_on_one_connection() -> None:
     assert (first, second) == (1, 2)
     w.send(begin_first + begin_second + w.web.send_stdin(second, b"B1") + w.web.send_stdin(first, b"A1")
            + w.web.end_stdin(second, b"B2") + w.web.send_stdin(first, b"A2"))
-    app = w.state.adapter
-    assert isinstance(app, App)
-    handlers = app.handlers
+    handlers = w.app.handlers
     assert (bytes(handlers[first].body), handlers[first].body_ended) == (b"A1A2", False)
     assert (bytes(handlers[second].body), handlers[second].body_ended) == (b"B1B2", True)
     # The second answers first, in two writes; the first in between.
@@ -327,8 +340,7 @@ async def test_too_many_requests_on_a_connection_are_refused_by_the_core() -> No
     w.read()
     assert w.ended[second].protocol_status == ProtocolStatus.OVERLOADED
     assert first not in w.ended
-    app = w.state.adapter
-    assert isinstance(app, App) and app.started == 1
+    assert w.app.started == 1
     w.send(w.web.get_values([FCGI_MAX_REQS]))  # a management record, answered by the core
     assert [e.values for e in w.read() if isinstance(e, ValuesResult)] == [{FCGI_MAX_REQS: "1"}]
 
@@ -340,9 +352,7 @@ async def test_too_many_requests_on_a_connection_are_refused_by_the_core() -> No
 async def test_abort_request_disconnects_the_handler_and_ends_the_request() -> None:
     w = wire(App(respond_on_end=False))
     request_id, _ = w.begin("/slow", body=None)
-    app = w.state.adapter
-    assert isinstance(app, App)
-    handler = app.handlers[request_id]
+    handler = w.app.handlers[request_id]
     handler.stream.write(b"Status: 200 OK\r\n\r\npart")
     w.send(w.web.abort_request(request_id))
     assert handler.disconnected
@@ -362,15 +372,11 @@ async def test_abort_request_disconnects_the_handler_and_ends_the_request() -> N
 
 @in_loop
 async def test_a_lost_connection_disconnects_every_request() -> None:
-    w = wire(App(respond_on_end=False))
-    first, _ = w.begin(body=None)
-    second, _ = w.begin(body=None)
+    w, first, second = two_in_flight()
     w.transport.abort()
     await step()
-    app = w.state.adapter
-    assert isinstance(app, App)
-    assert app.handlers[first].disconnected and app.handlers[second].disconnected
-    assert app.handlers[first].stream.closed
+    assert first.disconnected and second.disconnected
+    assert first.stream.closed and second.stream.closed
     assert (w.state.active_requests, w.state.requests_served, w.state.connections) == (0, 2, set())
 
 
@@ -394,9 +400,7 @@ async def test_reading_pauses_while_the_app_does_not_take_the_body() -> None:
     request_id, data = w.begin(body=None, send=False)
     chunks = b"".join(w.web.send_stdin(request_id, b"x" * 10) for _ in range(3))
     w.send(data + chunks + w.web.end_stdin(request_id))
-    app = w.state.adapter
-    assert isinstance(app, App)
-    handler = app.handlers[request_id]
+    handler = w.app.handlers[request_id]
     assert (handler.chunks, w.transport.calls) == (1, ["pause_reading"])  # the rest waits, unread
     assert w.conn.flow.paused_by == {handler.stream}
     handler.stream.resume_reading()
@@ -412,16 +416,14 @@ async def test_reading_stays_paused_while_what_was_read_before_is_handled() -> N
     w = wire(pausing_app({1, 3}))
     request_id, data = w.begin(body=None, send=False)
     w.send(data + b"".join(w.web.send_stdin(request_id, b"x") for _ in range(4)))
-    app = w.state.adapter
-    assert isinstance(app, App)
-    stream = app.handlers[request_id].stream
+    stream = w.app.handlers[request_id].stream
     stream.resume_reading()
     await step()
-    assert app.handlers[request_id].chunks == 3
+    assert w.app.handlers[request_id].chunks == 3
     assert w.transport.calls == ["pause_reading"]  # no resume and pause again in between
     stream.resume_reading()
     await step()
-    assert app.handlers[request_id].chunks == 4
+    assert w.app.handlers[request_id].chunks == 4
     assert w.transport.calls == ["pause_reading", "resume_reading"]
 
 
@@ -430,9 +432,7 @@ async def test_a_request_that_ends_while_pausing_lets_reading_resume() -> None:
     w = wire(pausing_app({1}))
     request_id, data = w.begin(body=None, send=False)
     w.send(data + w.web.send_stdin(request_id, b"x"))
-    app = w.state.adapter
-    assert isinstance(app, App)
-    app.handlers[request_id].stream.end(RESPONSE)
+    w.app.handlers[request_id].stream.end(RESPONSE)
     assert w.transport.calls == ["pause_reading", "write", "resume_reading"]
     assert not w.conn.flow.paused_by
 
@@ -441,9 +441,7 @@ async def test_a_request_that_ends_while_pausing_lets_reading_resume() -> None:
 async def test_writers_wait_until_the_web_server_takes_the_output() -> None:
     w = wire(App(respond_on_end=False))
     request_id, _ = w.begin()
-    app = w.state.adapter
-    assert isinstance(app, App)
-    stream = app.handlers[request_id].stream
+    stream = w.app.handlers[request_id].stream
     stream.write(b"Status: 200 OK\r\n\r\n")
     w.conn.pause_writing()  # what asyncio calls above the transport's high-water mark
     assert not stream.writable
@@ -459,20 +457,16 @@ async def test_writers_wait_until_the_web_server_takes_the_output() -> None:
 
 @in_loop
 async def test_a_waiting_writer_is_released_when_its_request_ends_or_the_connection_is_lost() -> None:
-    w = wire(App(respond_on_end=False))
-    first, _ = w.begin()
-    second, _ = w.begin()
-    app = w.state.adapter
-    assert isinstance(app, App)
+    w, first, second = two_in_flight()
     w.conn.pause_writing()
-    waiting = {rid: asyncio.ensure_future(app.handlers[rid].stream.drain()) for rid in (first, second)}
+    waiting = [asyncio.ensure_future(handler.stream.drain()) for handler in (first, second)]
     await step()
-    app.handlers[first].stream.end(RESPONSE)  # still paused: the waiter sees its request is over
+    first.stream.end(RESPONSE)  # still paused: the waiter sees its request is over
     await step()
-    assert waiting[first].done() and not waiting[second].done()
+    assert waiting[0].done() and not waiting[1].done()
     w.transport.abort()
     await step()
-    assert waiting[second].done()
+    assert waiting[1].done()
 
 
 # ---------------------------------------------------------- half-close and drain
@@ -508,20 +502,16 @@ async def test_a_half_closed_connection_is_dropped_when_the_body_never_ends(monk
 
 @in_loop
 async def test_a_stopping_worker_closes_after_the_last_response_with_its_fin() -> None:
-    w = wire(App(respond_on_end=False))
-    first, _ = w.begin()
-    second, _ = w.begin()
-    app = w.state.adapter
-    assert isinstance(app, App)
+    w, first, second = two_in_flight()
     w.state.stopping = True
     w.conn.close_if_idle()  # a graceful stop: two requests in flight, so not yet
     assert not w.transport.closing
-    app.handlers[first].stream.end(RESPONSE)
+    first.stream.end(RESPONSE)
     assert w.transport.calls == ["write"]
-    app.handlers[second].stream.end(RESPONSE)
+    second.stream.end(RESPONSE)
     assert w.transport.calls == ["write", "write", "write_eof", "close"]  # END_REQUEST, then FIN
     w.read()
-    assert set(w.ended) == {first, second}
+    assert set(w.ended) == {first.stream.request_id, second.stream.request_id}
 
 
 @in_loop
@@ -541,8 +531,7 @@ async def test_params_too_large_is_a_400_and_the_connection_goes_on() -> None:
     request_id, _ = w.begin(params={"HTTP_COOKIE": "c" * 2000})
     assert w.response(request_id) == (400, b"Bad Request\n")
     assert w.ended[request_id].app_status == 1
-    app = w.state.adapter
-    assert isinstance(app, App) and app.started == 0
+    assert w.app.started == 0
     request_id, _ = w.begin("/next")
     assert w.response(request_id) == (200, b"hello")
 
@@ -553,8 +542,7 @@ async def test_a_bad_record_for_a_running_request_fails_it_with_a_400() -> None:
     request_id, data = w.begin(body=None, send=False)
     w.send(data)
     w.send(pack_begin_request(request_id, Role.RESPONDER, True))  # BEGIN_REQUEST for an active request
-    app = w.state.adapter
-    assert isinstance(app, App)
+    app = w.app
     assert app.handlers[request_id].disconnected
     assert w.response(request_id) == (400, b"Bad Request\n")
 
@@ -564,12 +552,11 @@ async def test_body_larger_than_the_limit_is_a_413() -> None:
     w = wire(App(respond_on_end=False), max_body_size=10)
     announced, _ = w.begin(body=b"x" * 11)  # CONTENT_LENGTH says so: the app never starts
     assert w.response(announced) == (413, b"Request body too large\n")
-    app = w.state.adapter
-    assert isinstance(app, App) and app.started == 0
+    assert w.app.started == 0
     unannounced, data = w.begin(body=None, send=False)  # no length: stopped as the body passes the limit
     w.send(data + w.web.send_stdin(unannounced, b"y" * 6) + w.web.send_stdin(unannounced, b"y" * 6))
-    assert app.handlers[unannounced].disconnected
-    assert bytes(app.handlers[unannounced].body) == b"y" * 6
+    assert w.app.handlers[unannounced].disconnected
+    assert bytes(w.app.handlers[unannounced].body) == b"y" * 6
     assert w.response(unannounced) == (413, b"Request body too large\n")
 
 
@@ -601,8 +588,7 @@ async def test_records_for_an_inactive_request_id_are_ignored() -> None:
     w.send(pack_stream(RecordType.STDIN, 9, b"who?") + pack_record(RecordType.STDIN, 9)
            + pack_record(RecordType.ABORT_REQUEST, 9))
     assert w.transport.calls == []
-    app = w.state.adapter
-    assert isinstance(app, App) and app.started == 0
+    assert w.app.started == 0
     request_id, _ = w.begin()
     assert w.response(request_id) == (200, b"hello")
 
@@ -614,8 +600,8 @@ async def test_garbage_closes_the_connection() -> None:
     w.send(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")  # version byte 71: not FastCGI
     assert w.transport.calls == ["abort"]
     await step()
-    app = w.state.adapter
-    assert isinstance(app, App) and app.handlers[request_id].disconnected
+    app = w.app
+    assert app.handlers[request_id].disconnected
     assert (w.state.active_requests, w.state.connections) == (0, set())
 
 
