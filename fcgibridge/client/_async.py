@@ -134,6 +134,9 @@ class _AsyncConnection:
 
     async def upload(self, upload: Upload, deadline: Deadline) -> None:
         """Send the request's writes in order (as long as the server has not answered)."""
+        if upload.body is None:  # the whole request is in the first write: no generators needed
+            await self.send(upload.first, upload.exchange, deadline)
+            return
         async for data in _writes(upload):
             await self.send(data, upload.exchange, deadline)
 
