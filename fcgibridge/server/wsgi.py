@@ -12,12 +12,40 @@ through a small queue that coalesces whatever accumulated before the loop got to
 so a typical small response (head, body, end) leaves in a single write. The thread
 waits when the web server is slow to read (backpressure), and its next read or write
 fails with :class:`ClientDisconnected` once the request is aborted.
+
+The output of one call is in one :class:`Output` state; these rules move it:
+
+Rule 1. A call starts QUEUED, to run in a pool thread. In sync mode a call whose body
+        has arrived, with no other call busy, is INLINE instead: it runs on the event
+        loop and writes to the stream itself. An INLINE call the web server reads
+        slower than it writes is handed to the pool thread mid-way: QUEUED again.
+
+Rule 2. QUEUED: each write goes on the queue under the lock, and one flush of the queue
+        is scheduled on the event loop unless one is already (``_scheduled``). The app
+        thread waits while more than :data:`HIGH_WATER` bytes are queued.
+
+Rule 3. The flush writes all that is queued at once. If that leaves the stream full,
+        a QUEUED output is BLOCKED until the stream drains, then QUEUED again; the app
+        thread waits before it queues more.
+
+Rule 4. The last write (the end of the body, or the 500) makes the output ENDED: the
+        request ends with it (the flush ends it for a QUEUED or BLOCKED output; an
+        INLINE call ends it itself). The app thread does not wait for it.
+
+Rule 5. ``disconnect`` (the request was aborted or failed, or its connection closed)
+        or a closed event loop makes any state GONE: the queue is dropped, a waiting
+        app thread wakes, and its next read or write raises ClientDisconnected. A call
+        that had not started yet does not run.
+
+    QUEUED ──stream full──▶ BLOCKED ──drained──▶ QUEUED     INLINE ──hand-off──▶ QUEUED
+    QUEUED, BLOCKED, INLINE ──last write──▶ ENDED           any state ──disconnect──▶ GONE
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import sys
 import threading
@@ -26,6 +54,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
+from ..cgi import error_response, format_head
 from ..protocol import Role
 from .body import BlockingBody
 from .connection import ClientDisconnected, RequestStream
@@ -39,6 +68,26 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 #: Output bytes an app thread may have queued before it waits for the event loop.
 HIGH_WATER = 256 * 1024
+
+_INTERNAL_ERROR = error_response(500)
+
+
+class Output(enum.Enum):
+    """Where the output of one WSGI call is (Rules 1-5 above)."""
+
+    QUEUED = "written by an app thread to the queue the event loop flushes"
+    BLOCKED = "queued, and the web server is slow to read: the app thread waits"
+    INLINE = "sync mode: the call runs on the event loop and writes to the stream"
+    ENDED = "the last write is queued or sent"
+    GONE = "the request was aborted or failed, or its connection closed: output is dropped"
+
+
+# Plain names, quick to look up for every write (an enum member's attribute lookup is not).
+_QUEUED = Output.QUEUED
+_BLOCKED = Output.BLOCKED
+_INLINE = Output.INLINE
+_ENDED = Output.ENDED
+_GONE = Output.GONE
 
 
 class FileWrapper:
@@ -142,16 +191,13 @@ class WSGIRequest:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.head_sent = False
-        # output handed to the loop
+        # output handed to the loop; the lock guards it and the queue (Rules 2-5)
+        self.output = _QUEUED
         self._lock = threading.Condition(threading.Lock())
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._scheduled = False
-        self._ending = False
+        self._scheduled = False  # a flush of the queue is scheduled on the loop
         self._app_status = 0
-        self._blocked = False
-        self._gone = False
-        self._inline = False
         self.thread_id = 0  # the thread running the app (the slow log prints its stack)
 
     # ------------------------------------------------ RequestHandler (loop side)
@@ -169,8 +215,9 @@ class WSGIRequest:
     def disconnect(self) -> None:
         self.body.abort()
         with self._lock:
-            self._gone = True
+            self.output = _GONE  # Rule 5
             self._pending.clear()
+            self._pending_size = 0
             self._lock.notify_all()
 
     def cancel(self) -> bool:
@@ -184,10 +231,10 @@ class WSGIRequest:
 
     def dispatch(self) -> None:
         """Sync mode (loop side): run now, inline, or queue for the pool thread."""
-        if self._gone:  # refused or aborted before it started: the app need not run
+        if self.output is _GONE:  # refused or aborted before it started: the app need not run
             self.body.close()
         elif self.body.complete and self.adapter.busy == 0:
-            self._inline = True
+            self.output = _INLINE  # Rule 1
             self.run()
         else:
             self.adapter.submit(self.run)
@@ -195,7 +242,7 @@ class WSGIRequest:
     def run(self) -> None:
         """Call the app (in a pool thread, or inline on the loop in sync mode)."""
         self.thread_id = threading.get_ident()
-        if self._gone:  # aborted (or refused) while waiting for a thread: the app need not run
+        if self.output is _GONE:  # aborted (or refused) while waiting for a thread: the app need not run
             self.body.close()
             return
         self._guarded(self._call_app)
@@ -234,7 +281,7 @@ class WSGIRequest:
             for chunk in chunks:
                 if chunk:
                     self._write(chunk)
-                if self._inline and not self.stream.writable:
+                if self.output is _INLINE and not self.stream.writable:
                     handed_off = True
                     self._hand_off(result, chunks)
                     return True
@@ -249,17 +296,14 @@ class WSGIRequest:
 
     def _hand_off(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> None:
         """Sync mode: the web server reads slower than the app writes; go on in the pool
-        thread, which can wait for it, instead of buffering the rest in memory."""
-        self._inline = False
+        thread, which can wait for it, instead of buffering the rest in memory (Rule 1)."""
+        self.output = _QUEUED
         self.adapter.submit(lambda: self._guarded(lambda: self._iterate(result, chunks)))
 
     def _fail(self) -> None:
+        """A 500 if no byte of the response was written yet, else the response cut short."""
         self._app_status = 1
-        if self.head_sent:
-            self._send(b"", end=True)
-        else:
-            self._send(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-                       b"Internal Server Error\n", end=True)
+        self._send(b"" if self.head_sent else _INTERNAL_ERROR, end=True)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -283,12 +327,15 @@ class WSGIRequest:
         return self._write
 
     def _head(self) -> bytes:
-        lines = [f"Status: {self.status}"]
-        lines += [f"{name}: {value}" for name, value in self.headers]
-        text = "\r\n".join(lines)
-        if text.count("\n") != len(lines) - 1 or "\r" in text.replace("\r\n", ""):
-            raise ValueError("a WSGI header name or value contains a line break")
-        return text.encode("latin-1") + b"\r\n\r\n"
+        """The CGI head for the status and headers given to start_response (latin-1, PEP 3333)."""
+        assert self.status is not None
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
+        try:
+            return format_head(self.status, headers)
+        except UnicodeError:
+            raise
+        except ValueError:
+            raise ValueError("a WSGI header name or value contains a line break") from None
 
     def _write(self, data: bytes) -> None:
         """The ``write`` callable, and where every body chunk goes."""
@@ -300,36 +347,36 @@ class WSGIRequest:
         self._send(data)
 
     def _send(self, data: bytes, end: bool = False) -> None:
-        if self._inline:
+        if self.output is _INLINE:
             self._send_inline(data, end)
             return
         with self._lock:
-            if self._gone:
+            if self.output is _GONE:
                 raise ClientDisconnected("the request was aborted or its connection closed")
             if end:
-                self._ending = True
+                self.output = _ENDED  # Rule 4
                 self.head_sent = True
             if data:
                 self._pending.append(data)
                 self._pending_size += len(data)
-            if not self._scheduled:
+            if not self._scheduled:  # Rule 2
                 try:
                     self.loop.call_soon_threadsafe(self._flush)
                 except RuntimeError:  # the event loop is closed: the worker stopped
-                    self._gone = True
+                    self.output = _GONE
                     raise ClientDisconnected("the server stopped") from None
                 self._scheduled = True
-            while not end and not self._gone and (self._pending_size > HIGH_WATER or self._blocked):
+            # Rules 2 and 3; GONE empties the queue, so it ends the wait too (Rule 5).
+            while not end and (self._pending_size > HIGH_WATER or self.output is _BLOCKED):
                 self._lock.wait()
-            if self._gone:  # aborted while waiting for the web server to read
+            if self.output is _GONE:  # aborted while waiting for the web server to read
                 raise ClientDisconnected("the request was aborted or its connection closed")
 
     def _send_inline(self, data: bytes, end: bool) -> None:
-        """Sync mode, on the loop thread: straight to the stream."""
-        if self._gone:
-            raise ClientDisconnected("the request was aborted or its connection closed")
+        """Sync mode, on the loop thread: straight to the stream (a GONE call never gets here)."""
         if end:
-            self._ending = self.head_sent = True
+            self.output = _ENDED  # Rule 4
+            self.head_sent = True
             self.stream.end(data, self._app_status)
         elif data:
             self.stream.write(data)
@@ -337,25 +384,27 @@ class WSGIRequest:
     # -------------------------------------------------------------- loop side
 
     def _flush(self) -> None:
+        """Write all that is queued at once (Rule 3), or end the request with it (Rule 4)."""
         with self._lock:
             parts, self._pending, self._pending_size = self._pending, [], 0
             self._scheduled = False
-            ending = self._ending
-            if self._gone:
-                return
+            output = self.output
+        if output is _GONE:
+            return
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         stream = self.stream
         try:
-            if ending:
+            if output is _ENDED:
                 stream.end(data, self._app_status)
             else:
                 stream.write(data)
         except ClientDisconnected:
             self.disconnect()
             return
-        if not ending and not stream.writable:
+        if output is not _ENDED and not stream.writable:
             with self._lock:
-                self._blocked = True
+                if self.output is _QUEUED:
+                    self.output = _BLOCKED
             self.loop.create_task(self._unblock())
         else:
             with self._lock:
@@ -364,5 +413,6 @@ class WSGIRequest:
     async def _unblock(self) -> None:
         await self.stream.drain()
         with self._lock:
-            self._blocked = False
+            if self.output is _BLOCKED:
+                self.output = _QUEUED
             self._lock.notify_all()
