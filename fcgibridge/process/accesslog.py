@@ -30,7 +30,9 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 
-__all__ = ["AccessLog", "LOGGER_NAME", "parse_head", "setup_access_logger"]
+from ..cgi import summarize_head
+
+__all__ = ["AccessLog", "LOGGER_NAME", "setup_access_logger"]
 
 LOGGER_NAME = "fcgibridge.access"
 _HANDLER_NAME = "fcgibridge.access"
@@ -51,45 +53,13 @@ def setup_access_logger(target: str) -> logging.Logger:
     return logger
 
 
-def parse_head(head: bytes) -> tuple[int | None, dict[str, str]]:
-    """The status and the headers (lower-case names) of a CGI response head; no status
-    when there is no head (the request was aborted before any response)."""
-    if not head:
-        return None, {}
-    end = head.find(b"\r\n\r\n")
-    if end < 0:
-        end = head.find(b"\n\n")
-    text = (head if end < 0 else head[:end]).decode("latin-1")
-    headers: dict[str, str] = {}
-    for line in text.splitlines():
-        name, colon, value = line.partition(":")
-        if colon:
-            headers.setdefault(name.strip().lower(), value.strip())
-    status: int | None = 200
-    raw = headers.get("status", "")
-    if raw[:3].isdigit():
-        status = int(raw[:3])
-    elif "location" in headers:
-        status = 302
-    return status, headers
-
-
-def head_length(head: bytes) -> int:
-    """Bytes of *head* that belong to the CGI head (all of it when it has no end yet)."""
-    end = head.find(b"\r\n\r\n")
-    if end >= 0:
-        return end + 4
-    end = head.find(b"\n\n")
-    return end + 2 if end >= 0 else len(head)
-
-
 class _Atoms(Mapping[str, str]):
     """The values of one line, computed only for the atoms the format uses."""
 
     def __init__(self, params: Mapping[str, str], head: bytes, body_bytes: int, started: float,
                  duration: float) -> None:
         self.params = params
-        self.status, self.headers = parse_head(head)
+        self.status, self.headers = summarize_head(head)
         self.body_bytes = body_bytes
         self.started = started
         self.duration = duration

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..cgi import format_head
+from ..cgi import format_head, head_size
 from ..config import Config
 from ..server.connection import FastCGIProtocol, RequestStream
-from .accesslog import AccessLog, head_length
+from .accesslog import AccessLog
 from .scoreboard import Scoreboard, Slot, SlotView, Totals
 
 __all__ = ["ObservedStream", "Observer", "listen_queue", "render_status"]
@@ -68,7 +68,14 @@ class ObservedStream(RequestStream):
         self.sent += len(data)
         if not self.head_done:
             self.head += data[: HEAD_LIMIT - len(self.head)]
-            self.head_done = len(self.head) >= HEAD_LIMIT or b"\r\n\r\n" in self.head or b"\n\n" in self.head
+            self.head_done = len(self.head) >= HEAD_LIMIT or head_size(self.head) is not None
+
+    @property
+    def body_sent(self) -> int:
+        """Response body bytes sent: all but the CGI head (all but what was kept of it, if
+        the head never ended)."""
+        size = head_size(self.head)
+        return max(0, self.sent - (len(self.head) if size is None else size))
 
 
 def request_paths(params: dict[str, str]) -> tuple[str, str]:
@@ -128,8 +135,7 @@ class Observer:
         assert isinstance(stream, ObservedStream)
         self.book(stream)  # aborted or lost: not booked by end()
         if self.access is not None:
-            self.access.log(stream.params, stream.head, max(0, stream.sent - head_length(stream.head)), stream.wall,
-                            stream.duration)
+            self.access.log(stream.params, stream.head, stream.body_sent, stream.wall, stream.duration)
 
     # -- the pages
 
