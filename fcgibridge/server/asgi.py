@@ -49,6 +49,7 @@ from ..cgi import error_response, format_head
 from ..protocol import Role
 from .connection import ClientDisconnected, RequestStream
 from .environ import asgi_scope
+from .lifecycle import NoLifecycle
 
 log = logging.getLogger("fcgibridge.app")
 
@@ -100,15 +101,12 @@ class LifespanFailure(Exception):
     """The app reported ``lifespan.startup.failed`` (or crashed during startup with --lifespan on)."""
 
 
-class ASGIAdapter:
+class ASGIAdapter(NoLifecycle):
     """Serves an ASGI 3 app: each request is a task on the worker's event loop.
 
     It is the app's :class:`~fcgibridge.server.lifecycle.Lifecycle` too: the ASGI
-    lifespan runs before the first request and after the last.
+    lifespan runs before the first request and after the last (no restart or stop hook).
     """
-
-    restarts = False
-    asks_to_stop = False
 
     def __init__(self, app: ASGI3Application, *, root_path: str = "", lifespan: str = "auto",
                  capacity: int = 1024) -> None:
@@ -144,12 +142,6 @@ class ASGIAdapter:
             self.lifespan.state.clear()
             self.state = None
         return 0
-
-    async def restart(self) -> None:
-        return None
-
-    async def stop(self) -> bool:
-        return True
 
     async def shutdown(self) -> None:
         await self.lifespan.shutdown()
