@@ -91,7 +91,7 @@ def load_or_exit(config: Config) -> LoadedApp | int:
         return load(config)
     except UserError as exc:
         print(f"fcgibridge: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
 
 
 def _worker_body(runtime: Runtime, listeners: list[socket.socket],
