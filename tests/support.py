@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,24 @@ def process_log(proc: subprocess.Popen[Any]) -> str:
     """What a process started by :func:`run_fcgibridge` has printed so far."""
     path = _LOGS.get(proc.pid)
     return path.read_text(errors="replace") if path else ""
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "the condition") -> None:
+    """Poll ``condition`` (every 50 ms) until it is true; AssertionError naming ``what``
+    when it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            if condition():
+                return
+            raise AssertionError(f"{what}: not met within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> set[int]:
+    """The direct children of process ``pid`` (Linux ``/proc``)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -378,3 +396,20 @@ class RecordingConnection(RawConnection):
         found = reader.feed(bytes(self.raw))
         assert not whole or reader.pending == 0, f"{reader.pending} bytes after the last whole record"
         return found
+
+
+def request_in_thread(address: str, path: str) -> tuple[threading.Thread, list[Any]]:
+    """GET ``path`` with the package's client in a thread; the list gets the response or the error."""
+    from fcgibridge.client import FastCGIClient
+
+    result: list[Any] = []
+
+    def go() -> None:
+        try:
+            result.append(FastCGIClient(address, timeout=20).request("GET", path))
+        except BaseException as exc:  # reported by the test
+            result.append(exc)
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    return thread, result

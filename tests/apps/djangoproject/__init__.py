@@ -1,1 +1,1 @@
-"""A minimal Django project, served by fcgibridge in tests/test_frameworks.py (WSGI and ASGI)."""
+"""A minimal Django project, served by fcgibridge in tests/server/test_frameworks.py (WSGI and ASGI)."""

@@ -20,6 +20,7 @@ from typing import Any
 from wsgiref.validate import validator
 
 import pytest
+from support import RawConnection, RecordingConnection, serve, wait_until
 
 from fcgibridge.cgi import split_response
 from fcgibridge.client import FastCGIClient, Response
@@ -36,7 +37,6 @@ from fcgibridge.protocol import (
 from fcgibridge.protocol.records import pack_begin_request
 from fcgibridge.server.body import BlockingBody
 from fcgibridge.server.connection import ClientDisconnected
-from tests.support import RawConnection, RecordingConnection, serve
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -897,7 +897,7 @@ def test_request_aborted_while_waiting_for_a_thread_never_runs() -> None:
 
     with serve(app, threads=1) as server, connect(server) as conn:
         busy = conn.begin("GET", "/busy", body=b"")
-        wait_until(lambda: calls == ["/busy"], "the only thread to be taken")
+        wait_until(lambda: calls == ["/busy"], TIMEOUT, "the only thread to be taken")
         queued = conn.begin("GET", "/queued", body=b"")
         conn.abort(queued)
         conn.wait_end(queued, timeout=1.0)
@@ -1023,13 +1023,6 @@ def open_connections(server: Any) -> int:
     return len(server.state.connections)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def assert_closed_cleanly(conn: RecordingConnection) -> None:
     """The server's side is gone, and it went with a FIN, not a reset."""
     conn.sock.settimeout(2.0)
@@ -1055,7 +1048,7 @@ def test_drains_the_body_before_closing_when_the_app_did_not_read_it() -> None:
             assert open_connections(server) == 1, "closed before the body was complete"
         assert not conn.reset
         conn.late_stdin(request_id, end=True)
-        wait_until(lambda: open_connections(server) == 0, "the server to close after the empty STDIN")
+        wait_until(lambda: open_connections(server) == 0, TIMEOUT, "the server to close after the empty STDIN")
         assert_closed_cleanly(conn)
         records = conn.records()
     assert records[-1].type == RecordType.END_REQUEST
@@ -1072,7 +1065,7 @@ def test_413_drains_the_rest_of_the_body_then_closes() -> None:
         time.sleep(0.05)
         assert open_connections(server) == 1
         conn.late_stdin(request_id, end=True)
-        wait_until(lambda: open_connections(server) == 0, "the server to close after the empty STDIN")
+        wait_until(lambda: open_connections(server) == 0, TIMEOUT, "the server to close after the empty STDIN")
         assert_closed_cleanly(conn)
 
 

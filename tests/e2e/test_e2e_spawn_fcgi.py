@@ -39,7 +39,7 @@ from apps.frontend_app import SECRET
 from frontend_checks import CHECKS, Check, Site, check_id
 from nginx import Location, Nginx, unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port
+from support import ROOT, alive, descendants, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -84,13 +84,6 @@ def uid_of(pid: int) -> int:
         if line.startswith("Uid:"):
             return int(line.split()[1])
     raise AssertionError(f"no Uid line for {pid}")
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what} (after {timeout} s)"
-        time.sleep(0.05)
 
 
 def stop_spawned(pid: int, timeout: float = 15.0) -> bool:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import free_port, run_fcgibridge
 
 from fcgibridge.client import FastCGIClient
-from tests.support import free_port, run_fcgibridge
 
 APP = "tests.apps.ops_app:app"
 
@@ -104,7 +104,7 @@ def test_status_is_off_by_default_and_matches_script_name_too(tmp_path: Path) ->
 
 @pytest.mark.e2e
 def test_status_ping_and_access_log_through_nginx(nginx_factory: Any, tmp_path: Path) -> None:
-    from tests.nginx import Location
+    from nginx import Location
 
     backend = f"127.0.0.1:{free_port()}"
     access = tmp_path / "access.log"

@@ -9,11 +9,19 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import ROOT, RawConnection, fcgibridge_command, free_port, process_log, run_fcgibridge
+from support import (
+    ROOT,
+    RawConnection,
+    children_of,
+    fcgibridge_command,
+    free_port,
+    process_log,
+    run_fcgibridge,
+    wait_until,
+)
 
 SCRIPTS = {"python": "tests/apps/accept_script.py", "lua": "tests/apps/lua/hooks.lua"}
 
@@ -31,19 +39,6 @@ def wait_for_workers(pid: int, log: Path, count: int) -> set[int]:
     wait_until(lambda: len(children_of(pid)) == count and sum(" start" in line for line in hook_lines(log)) == count)
     time.sleep(0.2)
     return children_of(pid)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
-def children_of(pid: int) -> set[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
 def hook_lines(log: Path) -> list[str]:
@@ -123,7 +118,7 @@ def test_hup_calls_restart_in_every_worker_without_dropping_requests(script: str
         assert all(b"generation=1" in get(address, "/")[1] for _ in range(6))
 
 
-@pytest.mark.parametrize("workers", ["1"])  # with a supervisor HUP reloads: tests/test_reload.py
+@pytest.mark.parametrize("workers", ["1"])  # with a supervisor HUP reloads: tests/process/test_reload.py
 def test_hup_without_a_restart_hook_is_logged_and_never_kills_the_server(workers: str) -> None:
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge("tests.apps.slow_app:app", "-b", address, "-w", workers, address=address) as proc:

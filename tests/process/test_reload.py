@@ -8,24 +8,16 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import programs
 import pytest
 from loadgen import Load
 from nginx import Location, Nginx
-from support import free_port, process_log, run_fcgibridge
-from test_processes import children_of
+from support import children_of, free_port, process_log, run_fcgibridge, wait_until
 
 APP = "tests.apps.pm_app:app"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition(), "timed out"
 
 
 #: What nginx logs when it sent a request on a cached keep-alive connection that a retiring

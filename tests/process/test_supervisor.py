@@ -7,23 +7,14 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import free_port, process_log, run_fcgibridge
-from test_processes import children_of, request_in_thread
+from support import ROOT, children_of, free_port, process_log, request_in_thread, run_fcgibridge, wait_until
 
 from fcgibridge.client import FastCGIClient, Response
 
 APP = "tests.apps.pm_app:app"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition(), "timed out"
 
 
 def ident(address: str, path: str = "/pid") -> dict[str, str]:
@@ -104,7 +95,7 @@ def test_reload_restarts_the_workers_when_a_source_file_changes(tmp_path: Path) 
     (tmp_path / "devapp.py").write_text(_DEVAPP.replace("VERSION", "one"))
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge("devapp:app", "-b", address, "--reload", address=address, cwd=tmp_path,
-                        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).parent.parent}",
+                        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
                              # Bytecode caching on: a stale .pyc must not hide the change.
                              "PYTHONDONTWRITEBYTECODE": ""}) as proc:
         assert FastCGIClient(address).request("GET", "/").body == b"one"

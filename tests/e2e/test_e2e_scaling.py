@@ -33,8 +33,7 @@ import pytest
 from loadgen import Load, Outcome
 from nginx import Nginx, unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, free_port, process_log, run_fcgibridge
-from test_processes import children_of
+from support import ROOT, children_of, free_port, process_log, run_fcgibridge, wait_until
 from webserver import http_request
 
 from fcgibridge.client import FastCGIClient
@@ -53,14 +52,6 @@ BATCH = 6
 LOAD_PATHS = ("/pid", "/slow?s=0.01")
 
 LOG_FORMAT = "log_format upstreams '$request_method|$request_uri|$status|$upstream_addr|$upstream_status';"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def pid_of(body: bytes) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ROOT
 
 from fcgibridge.config import Config
 from fcgibridge.errors import UserError
@@ -29,8 +30,6 @@ from fcgibridge.process.listeners import (
     peer_allowed,
     web_server_addrs,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from support import ROOT, free_port, process_log, run_fcgibridge
+
 from fcgibridge.client import FastCGIClient
 from fcgibridge.logs import reopen_logs
-from tests.support import ROOT, free_port, process_log, run_fcgibridge
 
 APP = "tests.apps.ops_app:app"
 

@@ -43,7 +43,7 @@ from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, fla
 from lighttpd import lighttpd_fastcgi, log_problems, log_size
 from nginx import unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port, parent_of, run_fcgibridge
+from support import ROOT, alive, descendants, free_port, parent_of, run_fcgibridge, wait_until
 from webserver import Reply, WebServer
 
 pytestmark = pytest.mark.e2e
@@ -108,13 +108,6 @@ def uid_of(pid: int) -> int:
         if line.startswith("Uid:"):
             return int(line.split()[1])
     raise AssertionError(f"no Uid line for {pid}")
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} (after {timeout} s)"
-        time.sleep(0.05)
 
 
 def wait_for_backends(server: WebServer, count: int, timeout: float = 20.0) -> list[int]:

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -14,9 +13,11 @@ import pytest
 from support import (
     ROOT,
     RawConnection,
+    children_of,
     fcgibridge_command,
     free_port,
     process_log,
+    request_in_thread,
     run_fcgibridge,
     serve,
     stop_process,
@@ -28,26 +29,7 @@ from fcgibridge.client import ConnectionClosed, FastCGIClient, Response
 SLOW_APP = "tests.apps.slow_app:app"
 
 
-def children_of(pid: int) -> set[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(p) for p in path.read_text().split()} if path.exists() else set()
-
-
-def request_in_thread(address: str, path: str) -> tuple[threading.Thread, list[Response | BaseException]]:
-    result: list[Response | BaseException] = []
-
-    def go() -> None:
-        try:
-            result.append(FastCGIClient(address, timeout=20).request("GET", path))
-        except BaseException as exc:  # reported by the test
-            result.append(exc)
-
-    thread = threading.Thread(target=go)
-    thread.start()
-    return thread, result
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM])  # INT and QUIT stop fast: tests/test_supervisor.py
+@pytest.mark.parametrize("sig", [signal.SIGTERM])  # INT and QUIT stop fast: tests/process/test_supervisor.py
 def test_workers_finish_the_request_in_flight_then_all_exit(sig: signal.Signals) -> None:
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:

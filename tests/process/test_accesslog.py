@@ -6,8 +6,9 @@ import os
 import time
 from pathlib import Path
 
+from support import ROOT, free_port, process_log, run_fcgibridge
+
 from fcgibridge.client import FastCGIClient
-from tests.support import free_port, process_log, run_fcgibridge
 
 APP = "tests.apps.ops_app:app"
 
@@ -73,7 +74,7 @@ def test_bad_format_is_a_user_error_at_check_config(tmp_path: Path) -> None:
 
     result = subprocess.run([sys.executable, "-m", "fcgibridge", APP, "--check-config", "--access-log-format",
                              "%(h)s %(s"], capture_output=True, text=True, timeout=30,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=ROOT)
     assert result.returncode == 2
     assert "--access-log-format: bad access log format" in result.stderr
 
@@ -105,7 +106,7 @@ def test_usr1_reopens_the_access_log_in_every_worker(tmp_path: Path) -> None:
 
 
 def test_an_aborted_request_is_logged_without_a_status(tmp_path: Path) -> None:
-    from tests.support import RawConnection
+    from support import RawConnection
 
     log = tmp_path / "access.log"
     address = f"127.0.0.1:{free_port()}"

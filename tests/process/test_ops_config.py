@@ -13,9 +13,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from support import ROOT, free_port, process_log, run_fcgibridge
 
 from fcgibridge.client import FastCGIClient
-from tests.support import ROOT, free_port, process_log, run_fcgibridge
 
 APP = "tests.apps.ops_app:app"
 

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import free_port, process_log, run_fcgibridge
-from test_processes import children_of
+from support import children_of, free_port, process_log, run_fcgibridge, wait_until
 
 from fcgibridge.client import FastCGIClient
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition(), "timed out"
 
 
 def test_a_wsgi_request_past_the_timeout_gets_504_and_its_worker_is_replaced() -> None:
