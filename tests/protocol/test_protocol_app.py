@@ -6,11 +6,11 @@ Where the FastCGI 1.0 specification decides a behaviour, the test quotes it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recordkit import GET_PARAMS as PARAMS
+from recordkit import begin, params, parse, request, stdin
 
 from fcgibridge.protocol import (
     FCGI_MAX_CONNS,
@@ -22,7 +22,6 @@ from fcgibridge.protocol import (
     LocalProtocolError,
     ProtocolStatus,
     Record,
-    RecordReader,
     RecordType,
     RemoteProtocolError,
     RequestAborted,
@@ -39,34 +38,7 @@ from fcgibridge.protocol import (
     records,
 )
 
-PARAMS = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "SERVER_PORT": "80"}
-
 # ------------------------------------------------------------------------- helpers
-
-
-def begin(request_id: int, *, role: int = Role.RESPONDER, keep_conn: bool = False) -> bytes:
-    return records.pack_begin_request(request_id, role, keep_conn)
-
-
-def params(request_id: int, pairs: Mapping[str, str] = PARAMS) -> bytes:
-    return records.pack_params(request_id, pairs)
-
-
-def stdin(request_id: int, data: bytes = b"", *, close: bool = True) -> bytes:
-    out = pack_stream(RecordType.STDIN, request_id, data)
-    return out + pack_record(RecordType.STDIN, request_id) if close else out
-
-
-def request(request_id: int, body: bytes = b"", *, keep_conn: bool = False, role: int = Role.RESPONDER) -> bytes:
-    """A whole request as a web server sends it: BEGIN, PARAMS stream, STDIN stream."""
-    return begin(request_id, role=role, keep_conn=keep_conn) + params(request_id) + stdin(request_id, body)
-
-
-def parse(data: bytes) -> list[Record]:
-    reader = RecordReader()
-    out = reader.feed(data)
-    assert reader.pending == 0, "output ends in the middle of a record"
-    return out
 
 
 def types_of(data: bytes) -> list[tuple[int, int, bytes]]:

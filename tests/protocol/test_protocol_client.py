@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from recordkit import end_request, parse, stdout
 
 from fcgibridge.protocol import (
     FCGI_MAX_CONNS,
@@ -14,7 +15,6 @@ from fcgibridge.protocol import (
     LocalProtocolError,
     ProtocolStatus,
     Record,
-    RecordReader,
     RecordType,
     RemoteProtocolError,
     RequestBody,
@@ -34,21 +34,6 @@ from fcgibridge.protocol import (
 )
 
 PARAMS = {"REQUEST_METHOD": "POST", "SCRIPT_FILENAME": "/srv/index.php", "CONTENT_LENGTH": "5"}
-
-
-def parse(data: bytes) -> list[Record]:
-    reader = RecordReader()
-    out = reader.feed(data)
-    assert reader.pending == 0
-    return out
-
-
-def end_request(request_id: int, app_status: int = 0, status: int = ProtocolStatus.REQUEST_COMPLETE) -> bytes:
-    return records.pack_end_request(request_id, app_status, status)
-
-
-def stdout(request_id: int, data: bytes) -> bytes:
-    return pack_stream(RecordType.STDOUT, request_id, data)
 
 
 # ---------------------------------------------------------------------- request ids

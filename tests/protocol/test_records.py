@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from recordkit import parse
 
 from fcgibridge.protocol import (
     FCGI_VERSION_1,
@@ -48,13 +49,6 @@ def raw_record(
     """A record built by hand, with any padding (and junk in padding and reserved)."""
     header = struct.pack("!BBHHBB", version, record_type, request_id, len(content), padding, reserved)
     return header + content + bytes([pad_byte]) * padding
-
-
-def feed_whole(data: bytes) -> list[Record]:
-    reader = RecordReader()
-    out = reader.feed(data)
-    assert reader.pending == 0
-    return out
 
 
 def feed_bytewise(data: bytes) -> list[Record]:
@@ -104,23 +98,23 @@ def test_every_record_type_round_trips(record_type: RecordType) -> None:
     content = bytes(range(13))
     data = pack_record(record_type, 0x1234, content)
     assert header_fields(data) == (FCGI_VERSION_1, record_type, 0x1234, 13, 3)
-    assert feed_whole(data) == [Record(record_type, 0x1234, content)]
+    assert parse(data) == [Record(record_type, 0x1234, content)]
     assert feed_bytewise(data) == [Record(record_type, 0x1234, content)]
 
 
 def test_unknown_record_types_are_still_framed() -> None:
     """The reader frames any type byte; deciding what an unknown type means is the connection's job."""
     data = raw_record(0, 3, b"abc", 5) + raw_record(200, 4, b"", 0)
-    assert feed_whole(data) == [Record(0, 3, b"abc"), Record(200, 4, b"")]
+    assert parse(data) == [Record(0, 3, b"abc"), Record(200, 4, b"")]
 
 
 def test_begin_request_body() -> None:
     data = records.pack_begin_request(7, Role.AUTHORIZER, keep_conn=True)
     assert data == bytes([1, 1, 0, 7, 0, 8, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0])
-    (record,) = feed_whole(data)
+    (record,) = parse(data)
     assert records.parse_begin_request(record.content) == (Role.AUTHORIZER, True)
     plain = records.pack_begin_request(7, Role.RESPONDER, keep_conn=False)
-    assert records.parse_begin_request(feed_whole(plain)[0].content) == (Role.RESPONDER, False)
+    assert records.parse_begin_request(parse(plain)[0].content) == (Role.RESPONDER, False)
 
 
 def test_begin_request_flags_other_than_keep_conn_are_ignored() -> None:
@@ -131,19 +125,19 @@ def test_begin_request_flags_other_than_keep_conn_are_ignored() -> None:
 def test_end_request_body() -> None:
     data = records.pack_end_request(3, 938, ProtocolStatus.OVERLOADED)
     assert data == bytes([1, 3, 0, 3, 0, 8, 0, 0, 0, 0, 0x03, 0xAA, 2, 0, 0, 0])
-    (record,) = feed_whole(data)
+    (record,) = parse(data)
     assert records.parse_end_request(record.content) == (938, ProtocolStatus.OVERLOADED)
 
 
 def test_end_request_negative_app_status_wraps_to_32_bits() -> None:
-    (record,) = feed_whole(records.pack_end_request(1, -1))
+    (record,) = parse(records.pack_end_request(1, -1))
     assert records.parse_end_request(record.content) == (0xFFFFFFFF, ProtocolStatus.REQUEST_COMPLETE)
 
 
 def test_unknown_type_body() -> None:
     data = records.pack_unknown_type(42)
     assert data == bytes([1, 11, 0, 0, 0, 8, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0])
-    assert records.parse_unknown_type(feed_whole(data)[0].content) == 42
+    assert records.parse_unknown_type(parse(data)[0].content) == 42
 
 
 @pytest.mark.parametrize(
@@ -165,7 +159,7 @@ def test_any_padding_length_is_skipped_on_input() -> None:
         content = bytes([padding]) * (padding % 11)
         data = raw_record(RecordType.STDIN, 1, content, padding) + raw_record(RecordType.STDIN, 1, b"", 0)
         expected = [Record(RecordType.STDIN, 1, content), Record(RecordType.STDIN, 1, b"")]
-        assert feed_whole(data) == expected, padding
+        assert parse(data) == expected, padding
         assert feed_cuts(data, range(0, len(data), 3)) == expected, padding
 
 
@@ -203,7 +197,7 @@ def test_long_stream_is_split_and_reassembled(length: int) -> None:
     expected_parts = -(-length // records.CHUNK) if length > MAX_CONTENT_LEN else 1
     assert len(parts) == expected_parts
     # and the reader gives the same pieces, however fed
-    assert [r.content for r in feed_whole(packed)] == [c for _, _, c, _ in parts]
+    assert [r.content for r in parse(packed)] == [c for _, _, c, _ in parts]
 
 
 def test_full_records_of_a_long_stream_need_no_padding() -> None:
@@ -224,7 +218,7 @@ def test_stream_of_a_memoryview_with_wide_items_counts_bytes(items: int) -> None
     raw = wide.tobytes()
     packed = pack_stream(RecordType.STDOUT, 1, memoryview(wide))
     assert packed == pack_stream(RecordType.STDOUT, 1, raw)
-    assert b"".join(r.content for r in feed_whole(packed)) == raw
+    assert b"".join(r.content for r in parse(packed)) == raw
 
 
 def test_empty_stream_data_gives_no_record() -> None:
@@ -236,7 +230,7 @@ def test_empty_stream_data_gives_no_record() -> None:
 def test_empty_record_is_the_close_of_a_stream() -> None:
     closing = pack_record(RecordType.STDIN, 4)
     assert closing == bytes([1, 5, 0, 4, 0, 0, 0, 0])
-    assert feed_whole(closing) == [Record(RecordType.STDIN, 4, b"")]
+    assert parse(closing) == [Record(RecordType.STDIN, 4, b"")]
 
 
 def test_pack_params_ends_with_the_empty_params_record() -> None:
@@ -266,12 +260,12 @@ def sample_stream() -> bytes:
 
 
 SAMPLE = sample_stream()
-SAMPLE_RECORDS = feed_whole(SAMPLE)
+SAMPLE_RECORDS = parse(SAMPLE)
 
 
 def test_fed_whole_bytewise_and_in_halves_give_the_same_records() -> None:
     data = sample_stream()
-    whole = feed_whole(data)
+    whole = parse(data)
     assert [r.type for r in whole][:2] == [RecordType.BEGIN_REQUEST, RecordType.PARAMS]
     assert whole[-1] == Record(RecordType.UNKNOWN_TYPE, 0, bytes([77]) + bytes(7))
     assert feed_bytewise(data) == whole
