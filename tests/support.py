@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -413,3 +414,18 @@ def request_in_thread(address: str, path: str) -> tuple[threading.Thread, list[A
     thread = threading.Thread(target=go)
     thread.start()
     return thread, result
+
+
+def lib_for_another_user(directory: Path, *files: Path) -> Path:
+    """``directory/lib`` holding copies of fcgibridge, asgiref and ``files``, for a backend
+    that a web server runs as its own user (root's venv is not readable to it); put it on
+    that backend's PYTHONPATH and run it with the system Python."""
+    import asgiref
+
+    lib = directory / "lib"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "fcgibridge", lib / "fcgibridge", ignore=ignore)
+    shutil.copytree(Path(asgiref.__file__).parent, lib / "asgiref", ignore=ignore)
+    for file in files:
+        shutil.copy(file, lib)
+    return lib

@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asgiref
 import programs
 import pytest
 from frontend_checks import CHECKS, Check, Site, check_flask_urls, check_id, flask_env
 from lighttpd import lighttpd_fastcgi, log_problems, log_size
 from nginx import unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port, parent_of, run_fcgibridge, wait_until
+from support import ROOT, alive, descendants, free_port, lib_for_another_user, parent_of, run_fcgibridge, wait_until
 from webserver import Reply, WebServer
 
 pytestmark = pytest.mark.e2e
@@ -261,11 +260,7 @@ def test_spawned_backend_runs_as_server_username() -> None:
     directory = Path(tempfile.mkdtemp(prefix="fcgibridge-lighttpd-user-"))  # pytest's tmp dirs are root's only
     try:
         directory.chmod(0o755)
-        lib = directory / "lib"
-        ignore = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(ROOT / "fcgibridge", lib / "fcgibridge", ignore=ignore)
-        shutil.copytree(Path(asgiref.__file__).parent, lib / "asgiref", ignore=ignore)
-        shutil.copy(ROOT / "tests" / "apps" / "authorizer_app.py", lib)
+        lib = lib_for_another_user(directory, ROOT / "tests" / "apps" / "authorizer_app.py")
         run = directory / "run"
         prefix = directory / "lighttpd"
         for path in (run, prefix / "upload"):

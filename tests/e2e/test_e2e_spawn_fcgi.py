@@ -32,14 +32,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import asgiref
 import programs
 import pytest
 from apps.frontend_app import SECRET
 from frontend_checks import CHECKS, Check, Site, check_id
 from nginx import Location, Nginx, unix_socket_path
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port, wait_until
+from support import ROOT, alive, descendants, free_port, lib_for_another_user, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -197,11 +196,7 @@ def test_the_app_runs_as_the_user_of_u(nginx_factory: object) -> None:
     directory = Path(tempfile.mkdtemp(prefix="fcgibridge-spawn-fcgi-user-"))  # pytest's tmp dirs are root's only
     try:
         directory.chmod(0o755)
-        lib = directory / "lib"
-        ignore = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(ROOT / "fcgibridge", lib / "fcgibridge", ignore=ignore)
-        shutil.copytree(Path(asgiref.__file__).parent, lib / "asgiref", ignore=ignore)
-        shutil.copy(ROOT / "tests" / "apps" / "authorizer_app.py", lib)
+        lib = lib_for_another_user(directory, ROOT / "tests" / "apps" / "authorizer_app.py")
         socket = unix_socket_path(directory)
         argv = command("spawn-fcgi-unix", {"/run/app/fcgi.sock": str(socket), "myapp:app": "authorizer_app:wsgi"})
         argv = [argv[0], "-u", "www-data", "-g", "www-data", *argv[1:]]
