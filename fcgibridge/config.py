@@ -26,6 +26,7 @@ from typing import Any
 
 from . import __version__
 from .errors import UserError
+from .protocol.connection import DEFAULT_MAX_PARAMS_SIZE
 
 __all__ = [
     "Config",
@@ -135,7 +136,7 @@ class Config:
                               validate=parse_socket_mode)
     max_connections: int = option(1024, "Connections each worker serves at once (FCGI_MAX_CONNS is this times "
                                   "the workers).", "--max-connections", minimum=1)
-    max_params_size: int = option(1024 * 1024, "Largest PARAMS stream (CGI variables) of one request.",
+    max_params_size: int = option(DEFAULT_MAX_PARAMS_SIZE, "Largest PARAMS stream (CGI variables) of one request.",
                                   "--max-params-size", metavar="BYTES", minimum=1)
     max_body_size: int = option(0, "Largest request body; 0 means no limit. Larger bodies get 413.",
                                 "--max-body-size", metavar="BYTES", minimum=0)

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 
 from ..cgi import error_response
 from ..protocol import (
+    DEFAULT_MAX_PARAMS_SIZE,
     ApplicationConnection,
     BadRecord,
     RemoteProtocolError,
@@ -93,7 +94,7 @@ class WorkerState:
     adapter: AppAdapter
     max_connections: int = 1024
     max_reqs: int = 1024
-    max_params_size: int = 1024 * 1024
+    max_params_size: int = DEFAULT_MAX_PARAMS_SIZE
     max_body_size: int = 0
     allowed: Callable[[Any], bool] | None = None
     connections: set[FastCGIProtocol] = field(default_factory=set)

@@ -114,7 +114,7 @@ class WSGIAdapter:
         *,
         threads: int = 8,
         root_path: str = "",
-        spool_threshold: int = 1024 * 1024,
+        spool_threshold: int,
         multiprocess: bool = False,
         sync: bool = False,
     ) -> None:

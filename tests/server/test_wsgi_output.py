@@ -66,7 +66,7 @@ def wait_for(condition: Callable[[], bool]) -> None:
 
 @pytest.fixture
 def adapter() -> Iterator[WSGIAdapter]:
-    adapter = WSGIAdapter(lambda environ, start_response: [], threads=1)
+    adapter = WSGIAdapter(lambda environ, start_response: [], threads=1, spool_threshold=1024 * 1024)
     yield adapter
     adapter.close()
 
