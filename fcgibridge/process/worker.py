@@ -10,15 +10,17 @@ without a restart hook (a graceful reload), past ``--max-requests``, and after a
 request ran past ``--timeout``. It keeps serving until its replacement is ready and the
 supervisor retires it. SIGUSR1 reopens the log files.
 
-An accept-style app (:class:`~fcgibridge.accept.AcceptApp`, Lua included) has hooks:
+The app takes part through its :class:`~fcgibridge.server.lifecycle.Lifecycle` (made by
+:func:`fcgibridge.process.apps.build`; the worker knows no app flavour):
 
-- ``start()`` runs before the worker serves; a non-zero return ends the worker with that
-  exit code (and ``start function returned non-zero value: N`` in the log), an exception
-  with exit code 3 (``ExitCode.BOOT_FAILED``).
-- SIGHUP calls ``restart()`` between requests; without a ``restart`` hook HUP asks the
-  supervisor for a reload (a single process without one logs and ignores it).
-- SIGTERM first calls ``stop()``. 0 (or nothing) goes on with the graceful stop; a
-  non-zero value *vetoes* it: the worker logs it and keeps serving. The worker tells a
+- ``startup()`` runs before the worker serves (the ASGI lifespan, or an accept-style
+  ``start()``); a non-zero exit code ends the worker with it.
+- SIGHUP calls ``restart()`` between requests when the app ``restarts`` (an accept-style
+  ``restart`` hook); otherwise HUP asks the supervisor for a reload (a single process
+  logs and ignores it).
+- SIGTERM first calls ``stop()`` when the app ``asks_to_stop`` (an accept-style ``stop``
+  hook): agreeing goes on with the graceful stop; refusing *vetoes* it: the worker keeps
+  serving. The worker tells a
   supervising parent which way it went (``report``: ``S`` stopping, ``V`` veto), so the
   parent neither waits for nor kills a worker that stays. SIGINT, SIGQUIT and SIGUSR2
   stop without asking.
