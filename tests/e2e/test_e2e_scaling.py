@@ -495,6 +495,9 @@ def test_kubernetes_example_nginx_config_and_probes(tmp_path: Path, nginx_binary
     with run_fcgibridge(*args, address=backend, env={"WEB_CONCURRENCY": "2"}):
         with server:
             ping = server.get("/ping")
+            # The second worker claims its status slot once it serves (the first one may answer before).
+            wait_until(lambda: json.loads(server.get("/status?json").body)["total_workers"] == 2, 15,
+                       "both workers on the status page")
             status = server.get("/status?json")
             page = server.get("/pid")
             assert alive() == 0
