@@ -257,20 +257,10 @@ class Nginx:
     def connection(self, timeout: float = HTTP_TIMEOUT) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | Iterable[bytes] | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        conn: http.client.HTTPConnection | None = None,
-        encode_chunked: bool = False,
-        timeout: float = HTTP_TIMEOUT,
-    ) -> Reply:
-        """One request; on a new connection (closed after it) unless ``conn`` is given."""
-        return http_request(self.port, method, path, body, headers, conn=conn, encode_chunked=encode_chunked,
-                            timeout=timeout)
+    def request(self, method: str, path: str, body: bytes | Iterable[bytes] | None = None,
+                headers: Mapping[str, str] | None = None, **kwargs: Any) -> Reply:
+        """One request (see :func:`webserver.http_request`); on a new connection unless ``conn=`` is given."""
+        return http_request(self.port, method, path, body, headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         return self.request("GET", path, **kwargs)
