@@ -184,7 +184,7 @@ class Worker:
             assert self.state is not None
             self.state.stopping = True
             for conn in list(self.state.connections):
-                conn._lose()
+                conn.drop()
             return
         if signum == signal.SIGTERM and self.lifecycle is not None and self.lifecycle.asks_to_stop:
             self._spawn(self._ask_stop())
@@ -279,7 +279,7 @@ class Worker:
             log.warning("graceful timeout: %d requests still running, closing their connections",
                         state.active_requests)
         for conn in list(state.connections):
-            conn._lose()
+            conn.drop()
         await asyncio.sleep(0)
         # Calls whose response is out may still be working (ASGI background tasks).
         await state.adapter.drain(deadline - loop.time())

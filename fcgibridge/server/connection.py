@@ -315,7 +315,7 @@ class FastCGIProtocol(asyncio.Protocol):
             events = self.core.receive_data(data)
         except RemoteProtocolError as exc:
             log.warning("closing connection from %s: %s", self._peer(), exc)
-            self._lose()
+            self.drop()
             return
         self._backlog.extend(events)
         self._dispatch()
@@ -491,9 +491,9 @@ class FastCGIProtocol(asyncio.Protocol):
         if transport.can_write_eof():
             transport.write_eof()
             self._eof_sent = True
-        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self._lose)
+        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self.drop)
 
-    def _lose(self) -> None:
+    def drop(self) -> None:
         """Drop the connection at once (a broken protocol, a drain that took too long,
         a fast stop)."""
         if self.transport is not None:
