@@ -4,13 +4,15 @@ server's own CPU per request, read from /proc as in the main mode.
 
 ``fcgibridge bench ADDR PATH -c N -d S --json`` prints one JSON object: ``requests``,
 ``duration``, ``requests_per_second``, ``latency_ms`` (``p50``, ``p90``, ``p99``, ``max``,
-``mean``), ``errors``, ``statuses``, ``bytes``, ``concurrency``, ``processes``, ``keep_alive``,
-``multiplex``. Only GET tests run here: the command sends no request body.
+``mean``), ``errors``, ``statuses``, ``bytes``, ``concurrency`` (connections across all its
+processes), ``processes``, ``keep_alive``, ``multiplex``. The echo's body goes with
+``--data @FILE``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from harness import cpu, loads, wrk
 from harness.backends import PHP_DIR, Backend, Launch
 from harness.loads import Load
 from harness.nginx import Upstream
-from harness.procs import HOST, Processes, free_port, log, tail
+from harness.procs import HOST, Processes, free_port, log, run_bounded, tail
 from harness.proxied import start_backend
 from harness.report import Run
 from harness.settings import Settings
@@ -62,7 +64,7 @@ def from_bench(backend: str, test: str, round_no: int, data: dict[str, Any], com
                        latency_ms=latency, connections=int(data["concurrency"]),
                        non_2xx=non_2xx(data["statuses"]),
                        socket_errors={str(kind): int(count) for kind, count in data["errors"].items()},
-                       command=command, raw=raw)
+                       command=command, raw=raw, stall_checked=bool(data.get("keep_alive", True)))
 
 
 def bench_help(settings: Settings) -> str:
@@ -86,11 +88,30 @@ def script_options(backend: Backend, load: Load, usage: str) -> list[str]:
     return ["--param", f"SCRIPT_FILENAME={script}"]
 
 
+def body_options(load: Load, body: Path | None) -> list[str]:
+    if body is None:
+        return []
+    return ["-X", load.method, "-H", "Content-Type: application/octet-stream", "--data", f"@{body}"]
+
+
+def body_file(load: Load, directory: Path, content: bytes | None = None) -> Path | None:
+    """The request body of ``load`` in a file (the 64 KiB pattern, or ``content``); None for a GET."""
+    if not load.body_size:
+        return None
+    path = directory / f"{load.name}-{'check' if content is not None else 'load'}.body"
+    path.write_bytes(content if content is not None else loads.BIG_BODY[:load.body_size])
+    return path
+
+
 def fastcgi_check(backend: Backend, load: Load, launch: Launch, settings: Settings, usage: str) -> None:
-    argv = [*settings.fcgibridge, "request", f"unix:{launch.sock}", load.path, *script_options(backend, load, usage)]
+    """One request with ``fcgibridge request`` (a random body for the echo); its body must be right."""
+    sent = os.urandom(load.body_size) if load.body_size else None
+    body = body_file(load, launch.work, sent)
+    argv = [*settings.fcgibridge, "request", f"unix:{launch.sock}", load.path, *body_options(load, body),
+            *script_options(backend, load, usage)]
     proc = subprocess.run(argv, capture_output=True, timeout=30, check=False)
     status = 200 if proc.returncode == 0 else 500
-    if problem := loads.answer_problem(load, status, proc.stdout, None):
+    if problem := loads.answer_problem(load, status, proc.stdout, sent):
         raise RuntimeError(f"{' '.join(argv)}: {problem} {proc.stderr[-300:]!r}")
 
 
@@ -99,15 +120,17 @@ def fastcgi_measure(backend: Backend, load: Load, round_no: int, launch: Launch,
     def command(seconds: int) -> list[str]:
         argv = [*settings.fcgibridge, "bench", f"unix:{launch.sock}", load.path, "-c", str(settings.connections),
                 "-d", str(seconds), "-P", str(settings.direct_processes), "--json"]
-        if backend.upstream is Upstream.FASTCGI_CLOSE and "--no-keep-alive" in usage:
-            argv.append("--no-keep-alive")
-        return argv + script_options(backend, load, usage)
+        if backend.upstream is Upstream.FASTCGI_CLOSE:
+            argv.append("--no-keep-alive")  # as nginx talks to it: one connection per request
+        return argv + body_options(load, body) + script_options(backend, load, usage)
+
+    body = body_file(load, launch.work)
 
     if settings.warmup:
-        subprocess.run(command(settings.warmup), capture_output=True, timeout=settings.warmup + 60, check=False)
+        run_bounded(command(settings.warmup), settings.warmup + 60)
     argv = command(settings.duration)
     before = cpu.cpu_seconds([server])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=settings.duration + 60, check=False)
+    proc = run_bounded(argv, settings.duration + 60)
     after = cpu.cpu_seconds([server])
     if proc.returncode != 0 and not proc.stdout.strip():
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
@@ -116,13 +139,15 @@ def fastcgi_measure(backend: Backend, load: Load, round_no: int, launch: Launch,
     return measurement
 
 
-def http_measure(backend: Backend, load: Load, round_no: int, port: int, server: int,
+def http_measure(backend: Backend, load: Load, round_no: int, port: int, server: int, work: Path,
                  settings: Settings) -> Measurement:
     url = f"http://{HOST}:{port}{load.path}"
 
+    script = loads.write_script(load, work)
+
     def command(seconds: int) -> list[str]:
         return wrk.argv(url, threads=settings.threads, connections=settings.connections, seconds=seconds,
-                        script=None)
+                        script=script)
 
     if settings.warmup:
         wrk.run(command(settings.warmup), settings.warmup)
@@ -150,7 +175,7 @@ def run_round(backend: Backend, round_no: int, selected: list[Load], settings: S
         for load in selected:
             if port is not None:
                 loads.check(load, port)
-                results.append(http_measure(backend, load, round_no, port, server.pid, settings))
+                results.append(http_measure(backend, load, round_no, port, server.pid, directory, settings))
             else:
                 fastcgi_check(backend, load, launch, settings, usage)
                 results.append(fastcgi_measure(backend, load, round_no, launch, server.pid, settings, usage))
@@ -167,10 +192,6 @@ def run_round(backend: Backend, round_no: int, selected: list[Load], settings: S
 
 def run(result: Run, settings: Settings, procs: Processes, work: Path) -> None:
     usage = bench_help(settings)
-    for load in result.loads:
-        if load.body_size:
-            result.skipped[f"test {load.name}"] = "not in --direct mode (fcgibridge bench sends no body)"
-    result.loads = selected = [load for load in result.loads if not load.body_size]
     for backend in result.backends:
         if backend.argv is None:
             result.failures[backend.name] = "nothing to drive directly (nginx by itself)"
@@ -181,7 +202,7 @@ def run(result: Run, settings: Settings, procs: Processes, work: Path) -> None:
             if backend.name in result.failures:
                 continue
             try:
-                result.measurements += run_round(backend, round_no, selected, settings, work, procs, usage)
+                result.measurements += run_round(backend, round_no, result.loads, settings, work, procs, usage)
             except RuntimeError as exc:
                 result.failures[backend.name] = f"failed in round {round_no}: {exc}"
                 log(f"{backend.name}: {result.failures[backend.name]}")

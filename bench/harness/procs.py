@@ -57,6 +57,23 @@ class Processes:
             self.stop(proc)
 
 
+def run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a load generator to its end, in its own session; past ``timeout`` its whole group is killed."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"{' '.join(argv)}: still running after {timeout:.0f} s; killed") from None
+    except BaseException:
+        signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

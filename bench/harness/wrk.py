@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.procs import run_bounded
 
 SOCKET_ERRORS = ("connect", "read", "write", "timeout")
 _TIME_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -60,7 +61,7 @@ def argv(url: str, *, threads: int, connections: int, seconds: int, script: Path
 
 def run(command: list[str], seconds: int) -> tuple[WrkReport, str]:
     """Run wrk (bounded by its own -d, and a hard timeout past it); its report and raw output."""
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    proc = run_bounded(command, seconds + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
     return parse(proc.stdout), proc.stdout
