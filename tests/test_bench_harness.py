@@ -203,6 +203,13 @@ def test_direct_mode_reads_the_bench_json() -> None:
         direct.parse_bench('{"requests": 1}')
 
 
+def test_no_stall_check_where_the_clients_latency_leaves_out_connecting() -> None:
+    data = {"requests": 400, "duration": 4.0, "requests_per_second": 100.0, "latency_ms": {"mean": 1.0},
+            "errors": {}, "statuses": {"200": 400}, "concurrency": 32}
+    assert direct.from_bench("uwsgi-1", "hello", 1, {**data, "keep_alive": True}, [], "").stalled
+    assert not direct.from_bench("uwsgi-1", "hello", 1, {**data, "keep_alive": False}, [], "").stalled
+
+
 def test_docs_block_is_replaced_between_its_markers() -> None:
     page = "intro\n<!-- bench-run -->\nold\n<!-- /bench-run -->\noutro\n"
     assert docs.replace_block(page, "bench-run", "new table\n") == (
