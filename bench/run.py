@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
               note=args.note)
     measure(run, settings, keep_workdir=args.keep_workdir)
     run.finished = utc_now()
-    write_outputs(run, args.output or default_output(), to_docs=args.docs)
+    write_outputs(run, args.output or default_output(), to_docs=args.docs and not run.interrupted)
     print(markdown(run), end="")
     if run.interrupted:
         return 130

@@ -194,8 +194,10 @@ def run(result: Run, settings: Settings, procs: Processes, work: Path) -> None:
     usage = bench_help(settings)
     for backend in result.backends:
         if backend.argv is None:
-            result.failures[backend.name] = "nothing to drive directly (nginx by itself)"
-        elif not backend.speaks_http and not usage:
+            result.skipped[backend.name] = "not in --direct mode: nginx by itself has no server behind it"
+    result.backends = [backend for backend in result.backends if backend.argv is not None]
+    for backend in result.backends:
+        if not backend.speaks_http and not usage:
             result.failures[backend.name] = "`fcgibridge bench` is not available in this fcgibridge yet"
     for round_no in range(1, settings.rounds + 1):
         for backend in result.backends:
