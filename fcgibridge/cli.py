@@ -2,7 +2,9 @@
 
 ``fcgibridge [OPTIONS] APP`` serves an application (the options come from
 :class:`fcgibridge.config.Config`); ``fcgibridge request ADDR [PATH]`` sends one request
-to a FastCGI server and prints the response, in the spirit of ``cgi-fcgi`` and ``curl``.
+to a FastCGI server and prints the response, in the spirit of ``cgi-fcgi`` and ``curl``;
+``fcgibridge bench ADDR [PATH]`` loads a FastCGI server with that request and reports
+how fast it answered, in the spirit of ``ab`` and ``wrk``.
 
 A user mistake anywhere (:class:`~fcgibridge.errors.UserError`) ends the command with
 ``fcgibridge: error: <message>`` on stderr and exit status 2, never with a traceback.
@@ -27,7 +29,7 @@ from .config import Config, load_config
 from .errors import UserError
 from .logs import LOG_FORMAT, configure_logging, redirect_stderr, setup_logging
 
-__all__ = ["LOG_FORMAT", "configure_logging", "main", "redirect_stderr", "request_parser"]
+__all__ = ["LOG_FORMAT", "bench_parser", "configure_logging", "main", "redirect_stderr", "request_parser"]
 
 
 #: Exit status for a user mistake, as argparse uses for a usage error.
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] == ["request"]:
             return _request(args[1:])
+        if args[:1] == ["bench"]:
+            return _bench(args[1:])
         return _serve(args)
     except UserError as exc:
         print(f"fcgibridge: error: {exc}", file=sys.stderr)
@@ -125,68 +129,148 @@ def _toml_value(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-# fcgibridge request
+# fcgibridge request and fcgibridge bench
 
 
-class _RequestParser(argparse.ArgumentParser):
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: a mistake is a one-line :class:`UserError` naming the command."""
+
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"request: {message} (see fcgibridge request --help)")
+        command = self.prog.removeprefix("fcgibridge ")
+        raise UserError(f"{command}: {message} (see {self.prog} --help)")
 
 
-def _timeout(text: str) -> float:
+def _seconds(text: str, *, zero: bool = False) -> float:
+    """A number of seconds: more than 0 (with ``zero``, 0 or more)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    if not (value >= 0 if zero else value > 0):
+        bound = "0 seconds or more" if zero else "more than 0 seconds"
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
     return value
 
 
-def request_parser() -> argparse.ArgumentParser:
-    """The parser of ``fcgibridge request``; its namespace is what ``client.main_request`` takes."""
-    parser = _RequestParser(
-        prog="fcgibridge request",
-        description="Send one request to a FastCGI server (PHP-FPM, fcgibridge, ...) and print the response body.",
-        allow_abbrev=False,
-    )
+def _timeout(text: str) -> float:
+    return _seconds(text)
+
+
+def _warmup(text: str) -> float:
+    return _seconds(text, zero=True)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _add_request_arguments(parser: argparse.ArgumentParser, *, data_flags: Sequence[str]) -> None:
+    """The arguments that describe the request, shared by ``request`` and ``bench``: the
+    address, the path, ``-X``, ``-H``, the data (``data_flags``), ``--param``,
+    ``--script-filename``, ``--root`` and ``--timeout``."""
     parser.add_argument("addr", metavar="ADDR", help="The server: HOST:PORT, [IPv6]:PORT or unix:PATH.")
     parser.add_argument("path", metavar="PATH", nargs="?", default="/",
                         help="Request path with an optional query string (default: /).")
-    parser.add_argument("-X", "--method", help="HTTP method (default: GET, or POST with --data).")
+    parser.add_argument("-X", "--method", help="HTTP method (default: GET, or POST with data).")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
                         help="Request header; repeatable.")
-    parser.add_argument("-d", "--data", "--data-binary", dest="data", metavar="DATA",
-                        help="Request body (POST unless -X says otherwise); @FILE streams it from FILE.")
+    parser.add_argument(*data_flags, dest="data", metavar="DATA",
+                        help="Request body (POST unless -X says otherwise); @FILE takes it from FILE.")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="Extra FastCGI parameter (CGI variable); repeatable.")
     parser.add_argument("--script-filename", metavar="PATH",
                         help="SCRIPT_FILENAME, the script PHP-FPM should run.")
     parser.add_argument("--root", metavar="DIR",
                         help="Document root: SCRIPT_FILENAME is DIR + the path (DOCUMENT_ROOT is set too).")
+    parser.add_argument("--timeout", type=_timeout, default=10.0, metavar="SECONDS",
+                        help="Seconds to wait for the connection and for each read (default: 10).")
+
+
+def _check_request_arguments(command: str, args: argparse.Namespace) -> None:
+    """What argparse cannot check of the shared arguments; a :class:`UserError` naming ``command``."""
+    for header in args.header:
+        name, colon, _ = header.partition(":")
+        if not colon or not name.strip():
+            raise UserError(f"{command}: header {header!r} must look like 'Name: value'")
+    for param in args.param:
+        name, equals, _ = param.partition("=")
+        if not equals or not name:
+            raise UserError(f"{command}: --param {param!r} must look like NAME=VALUE")
+    if args.data is not None and args.data.startswith("@"):
+        path = args.data[1:]
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise UserError(f"{command}: --data {args.data}: {path} is not a readable file")
+
+
+def request_parser() -> argparse.ArgumentParser:
+    """The parser of ``fcgibridge request``; its namespace is what ``client.main_request`` takes."""
+    parser = _CommandParser(
+        prog="fcgibridge request",
+        description="Send one request to a FastCGI server (PHP-FPM, fcgibridge, ...) and print the response body.",
+        allow_abbrev=False,
+    )
+    _add_request_arguments(parser, data_flags=("-d", "--data", "--data-binary"))
     parser.add_argument("-i", "--include", action="store_true", help="Print the status line and headers too.")
     parser.add_argument("--stderr", action="store_true",
                         help="Print what the application wrote to FCGI_STDERR on stderr.")
     parser.add_argument("--values", action="store_true",
                         help="Ask FCGI_GET_VALUES (FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS) instead.")
-    parser.add_argument("--timeout", type=_timeout, default=10.0, metavar="SECONDS",
-                        help="Seconds to wait for the connection and for each read (default: 10).")
     return parser
 
 
 def _request(argv: list[str]) -> int:
     args = request_parser().parse_args(argv)
-    for header in args.header:
-        name, colon, _ = header.partition(":")
-        if not colon or not name.strip():
-            raise UserError(f"request: header {header!r} must look like 'Name: value'")
-    for param in args.param:
-        name, equals, _ = param.partition("=")
-        if not equals or not name:
-            raise UserError(f"request: --param {param!r} must look like NAME=VALUE")
-    if args.data is not None and args.data.startswith("@"):
-        path = args.data[1:]
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            raise UserError(f"request: --data {args.data}: {path} is not a readable file")
+    _check_request_arguments("request", args)
     main_request: Callable[[argparse.Namespace], int] = importlib.import_module("fcgibridge.client").main_request
     return main_request(args)
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    """The parser of ``fcgibridge bench``; its namespace is what ``client.main_bench`` takes."""
+    parser = _CommandParser(
+        prog="fcgibridge bench",
+        description="Load a FastCGI server (PHP-FPM, fcgibridge, ...) with one request, over FastCGI and without "
+                    "a web server, and report how fast it answered. -d is the duration here: the request body "
+                    "is given with --data or --data-binary only.",
+        allow_abbrev=False,
+    )
+    _add_request_arguments(parser, data_flags=("--data", "--data-binary"))
+    parser.add_argument("-c", "--concurrency", type=_count, default=10, metavar="N",
+                        help="Connections open at a time, across all processes (default: 10).")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument("-d", "--duration", type=_timeout, default=10.0, metavar="SECONDS",
+                        help="Run for SECONDS (default: 10).")
+    amount.add_argument("-n", "--requests", type=_count, metavar="N", help="Make N requests, then stop.")
+    parser.add_argument("--no-keep-alive", dest="keep_alive", action="store_false",
+                        help="A new connection for every request (default: FCGI_KEEP_CONN, each connection reused).")
+    parser.add_argument("--multiplex", type=_count, metavar="N",
+                        help="N requests in flight on each connection; the server must say FCGI_MPXS_CONNS=1.")
+    parser.add_argument("--warmup", type=_warmup, default=0.0, metavar="SECONDS",
+                        help="Make load for SECONDS first, and count none of it (default: 0).")
+    parser.add_argument("-P", "--processes", type=_count, default=1, metavar="N",
+                        help="Make the load from N processes, each with its own event loop (default: 1).")
+    parser.add_argument("--progress", action="store_true",
+                        help="A progress line on stderr every second even when stderr is no terminal.")
+    parser.add_argument("--json", action="store_true",
+                        help="Print the report as one JSON object on stdout, and no progress line.")
+    return parser
+
+
+def _bench(argv: list[str]) -> int:
+    args = bench_parser().parse_args(argv)
+    _check_request_arguments("bench", args)
+    if args.multiplex == 1:
+        raise UserError("bench: --multiplex must be at least 2 (one request per connection is the default)")
+    if args.multiplex and not args.keep_alive:
+        raise UserError("bench: --multiplex needs kept-alive connections; drop --no-keep-alive")
+    if args.concurrency < args.processes:
+        raise UserError(f"bench: -c {args.concurrency} gives fewer connections than -P {args.processes} processes")
+    if args.requests is not None and args.requests < args.processes:
+        raise UserError(f"bench: -n {args.requests} is fewer requests than -P {args.processes} processes")
+    from .addresses import parse_connect
+
+    parse_connect(args.addr)  # a malformed address is a UserError (an AddressError)
+    main_bench: Callable[[argparse.Namespace], int] = importlib.import_module("fcgibridge.client").main_bench
+    return main_bench(args)

@@ -32,19 +32,28 @@ def main_request(args: Any) -> int:
         client.close()
 
 
-def _request(client: FastCGIClient, args: Any) -> int:
+def request_head(args: Any) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+    """The method, headers and extra params that ``-X``, ``-H``, ``--param`` and the data
+    options describe (for ``fcgibridge request`` and ``fcgibridge bench``): POST when there
+    is data, and form data is sent as ``application/x-www-form-urlencoded`` unless a
+    ``Content-Type`` header says otherwise."""
     headers = [_split_header(h) for h in args.header or ()]
     params = dict(p.split("=", 1) for p in args.param or ())
+    method = args.method or ("POST" if args.data is not None else "GET")
+    if args.data is not None and not any(k.lower() == "content-type" for k, _ in headers) \
+            and method in ("POST", "PUT", "PATCH") and not args.data.startswith("@"):
+        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+    return method, headers, params
+
+
+def _request(client: FastCGIClient, args: Any) -> int:
+    method, headers, params = request_head(args)
     with contextlib.ExitStack() as stack:
         body: bytes | IO[bytes] = b""
         if args.data is not None and args.data.startswith("@"):
             body = stack.enter_context(open(args.data[1:], "rb"))
         elif args.data is not None:
             body = args.data.encode()
-        method = args.method or ("POST" if args.data is not None else "GET")
-        if args.data is not None and not any(k.lower() == "content-type" for k, _ in headers) \
-                and method in ("POST", "PUT", "PATCH") and not args.data.startswith("@"):
-            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
         out = sys.stdout.buffer
         with client.stream(method, args.path or "/", headers=headers, body=body, params=params,
                            script_filename=args.script_filename) as response:
