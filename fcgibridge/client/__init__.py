@@ -2,7 +2,8 @@
 
 :class:`FastCGIClient` blocks, :class:`AsyncFastCGIClient` is for asyncio; both have the
 same surface and drive the same protocol state (:mod:`fcgibridge.client._base`), only
-their I/O differs. ``fcgibridge request`` is :func:`main_request`.
+their I/O differs. ``fcgibridge request`` is :func:`main_request`, ``fcgibridge bench``
+:func:`main_bench`.
 
     >>> client = FastCGIClient("unix:/run/php/php8.2-fpm.sock", root="/var/www/html")
     >>> response = client.request("GET", "/index.php?page=1")
@@ -26,6 +27,7 @@ from ._base import (
     build_params,
     parse_address,
 )
+from ._bench import main_bench
 from ._cli import main_request
 from ._sync import FastCGIClient, StreamingResponse
 
@@ -47,6 +49,7 @@ __all__ = [
     "Timeout",
     "UnknownRole",
     "build_params",
+    "main_bench",
     "main_request",
     "parse_address",
 ]
