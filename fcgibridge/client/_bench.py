@@ -19,6 +19,7 @@ import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
@@ -467,7 +468,14 @@ def run_in_processes(plans: list[Plan], show: Callable[[int, int], None] | None)
         process.start()
         sender.close()
         children.append((process, receiver, progress))
-    previous = signal.signal(signal.SIGINT, lambda *_: None)  # the children stop on Ctrl-C and report
+
+    def interrupt(signum: int, frame: object) -> None:  # the children stop and report (Ctrl-C reaches them too)
+        for process, _, _ in children:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
         return _collect(children, show)
     finally:
