@@ -613,5 +613,8 @@ def main_bench(args: Any) -> int:
         target = f"{plan.address} {args.path or '/'}"
         print(summary(tally, shape, target))
     sys.stdout.flush()
+    if not tally.requests:
+        print(f"fcgibridge: error: no request to {plan.address} ended in {tally.duration:.2f} s "
+              "(the ones in flight at the end are not counted)", file=sys.stderr)
     return 0 if tally.requests and not tally.failed else 1
 

@@ -319,6 +319,14 @@ def test_a_server_that_does_not_answer(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 1 and report["errors"]["timeout"] == 3 and report["requests"] == 3
 
 
+def test_no_request_ends_within_the_duration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with canned(tmp_path, "silent") as (address, _):
+        assert main(["bench", address, "-d", "0.3", "-c", "2", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["requests"] == 0
+    assert captured.err.startswith(f"fcgibridge: error: no request to {address} ended in 0.3")
+
+
 def test_a_server_that_does_not_speak_fastcgi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with canned(tmp_path, "garbage") as (address, _):
         status, report = bench(capsys, address, "-n", "4", "-c", "2")
