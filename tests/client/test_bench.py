@@ -20,6 +20,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -505,10 +506,26 @@ def _canned_process(path: str, ready: Any) -> None:
     uvloop.run(_serve_canned(path, Counts(), "ok", True, started))
 
 
+def _bench_with_cpu(*args: str) -> tuple[dict[str, Any], float]:
+    """``fcgibridge bench ARGS --json`` in a process of its own: (report, CPU seconds it used,
+    with its -P processes: wait4 counts the children it reaped)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fcgibridge", "bench", *args, "--json"], stdout=out,
+                                env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0
+        out.seek(0)
+        report = json.loads(out.read())
+    return report, usage.ru_utime + usage.ru_stime
+
+
 @pytest.mark.slow
 def test_own_ceiling(tmp_path: Path) -> None:
     """Not a check, a measurement: what the bench drives against the canned responder
-    (running in a process of its own, on uvloop). Run with ``-m slow -s``."""
+    (running in a process of its own, on uvloop), and the CPU time it spends per request.
+    Run with ``-m slow -s``."""
     path = str(tmp_path / "ceiling.sock")
     context = multiprocessing.get_context("fork")
     ready = context.Event()
@@ -518,12 +535,11 @@ def test_own_ceiling(tmp_path: Path) -> None:
         assert ready.wait(10)
         wait_for_port(f"unix:{path}")
         for extra in ([], ["-P", "2"], ["--multiplex", "8", "-c", "4"]):
-            command = ["-d", "5", "--json", *extra]
-            result = bench_command(f"unix:{path}", *command)
-            assert result.returncode == 0, result.stderr
-            report = json.loads(result.stdout)
-            print(f"\nfcgibridge bench unix:SOCK {' '.join(command)}: {report['requests_per_second']:.0f} req/s, "
-                  f"p50 {report['latency_ms']['p50']} ms, p99 {report['latency_ms']['p99']} ms")
+            command = [f"unix:{path}", "-d", "5", *extra]
+            report, cpu = _bench_with_cpu(*command)
+            print(f"\nfcgibridge bench unix:SOCK {' '.join(command[1:])}: {report['requests_per_second']:.0f} req/s, "
+                  f"p50 {report['latency_ms']['p50']} ms, p99 {report['latency_ms']['p99']} ms; "
+                  f"{cpu * 1e6 / report['requests']:.1f} µs of CPU per request")
     finally:
         responder.terminate()
         responder.join(5)
