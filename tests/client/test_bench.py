@@ -233,7 +233,7 @@ def test_a_body_is_sent_with_every_request(server: str, capsys: pytest.CaptureFi
 def test_duration(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, report = bench(capsys, server, "-d", "1", "-c", "2")
     assert status == 0 and no_errors(report)
-    assert report["duration"] == pytest.approx(1.0, abs=0.1)
+    assert report["duration"] == pytest.approx(1.0, abs=0.25)
     assert report["requests"] == report["statuses"]["200"] > 10
 
 
@@ -286,7 +286,7 @@ def test_two_processes_merge_their_counts(tmp_path: Path) -> None:
 
         result = bench_command(address, "-d", "1", "-c", "4", "-P", "2", "--json")
         report = json.loads(result.stdout)
-        assert result.returncode == 0 and report["duration"] == pytest.approx(1.0, abs=0.2)
+        assert result.returncode == 0 and report["duration"] == pytest.approx(1.0, abs=0.25)
         assert 400 < report["requests"] == report["statuses"]["200"] <= counts.answered - 400
 
 
@@ -393,7 +393,10 @@ def test_progress_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     with canned(tmp_path) as (address, _):
         main(["bench", address, "-d", "1.3", "-c", "2", "--progress", "--json"])
         err = capsys.readouterr().err
-        assert re.fullmatch(r"fcgibridge bench:   1\.0 s  [0-9]+ requests  [0-9]+ req/s  0 errors\n", err), err
+        lines = err.splitlines()
+        assert 1 <= len(lines) <= 2, err  # about once a second
+        for line in lines:
+            assert re.fullmatch(r"fcgibridge bench: +[12]\.[0-9] s  [0-9]+ requests  [0-9]+ req/s  0 errors", line), err
         main(["bench", address, "-d", "1.3", "-c", "2", "--json"])
         assert capsys.readouterr().err == ""
 
