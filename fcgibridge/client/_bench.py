@@ -122,13 +122,15 @@ class Load:
         """A request ended: its latency (None without an answer), status and error kind."""
         self.in_flight -= 1
         tally = self.tally
-        tally.requests += 1
-        if micros is not None:
-            tally.latency.add(micros)
-        if status is not None:
-            tally.statuses[status] += 1
-        if error is not None:
-            tally.errors[error] += 1
+        # Beyond -n: requests in flight when the warm-up ended are counted only up to it.
+        if self.left != 0 or tally.requests != self.plan.requests:
+            tally.requests += 1
+            if micros is not None:
+                tally.latency.add(micros)
+            if status is not None:
+                tally.statuses[status] += 1
+            if error is not None:
+                tally.errors[error] += 1
         if self.left == 0 and self.in_flight == 0 and self.measuring:
             self.stop()
 
@@ -191,6 +193,8 @@ class _Connection(asyncio.Protocol):
         self.heads: list[bytearray | None] = [None] * count
         self.reader = RecordReader()
         self.transport: asyncio.Transport | None = None
+        #: Closed by us: nothing more is written or counted.
+        self.closing = False
         self.first_taken = first_taken
         self.lost = load.loop.create_future()
 
@@ -239,6 +243,8 @@ class _Connection(asyncio.Protocol):
                     tally.body_bytes += len(content)
             elif rtype == _END_REQUEST:
                 self._end(request_id, content, writes)
+                if self.closing:
+                    return
             elif rtype != _STDERR:
                 self._fail_all("protocol", f"sent a record of type {rtype} for request {request_id}")
                 return
@@ -330,6 +336,7 @@ class _Connection(asyncio.Protocol):
         """Close the connection; ``abort``, or requests in flight: at once, unsent bytes dropped."""
         if self.transport is None:
             return
+        self.closing = True
         if abort or any(self.sent):
             self.transport.abort()
         else:
@@ -517,9 +524,20 @@ class Options:
     progress: bool
 
 
+def resolve(family: int, sockaddr: Any) -> Any:
+    """A TCP address with its host name looked up, once for the whole run (an
+    :class:`OSError` if it cannot be)."""
+    if family == socket.AF_UNIX:
+        return sockaddr
+    found = socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
+    return found[0][4][:2]
+
+
 def options_from(args: Any) -> Options:
-    """The namespace of :func:`fcgibridge.cli.bench_parser` made into a plan."""
+    """The namespace of :func:`fcgibridge.cli.bench_parser` made into a plan; an
+    :class:`OSError` if the host name cannot be looked up."""
     family, sockaddr = parse_address(args.addr)
+    sockaddr = resolve(family, sockaddr)
     method, headers, params = request_head(args)
     body = _body(args.data)
     all_params = build_params(method, args.path or "/", headers=headers,
@@ -593,7 +611,11 @@ def main_bench(args: Any) -> int:
     Prints the summary (with ``--json``, one JSON object on stdout). Exit status 0 when
     every request ended with a 2xx or 3xx response, 1 otherwise.
     """
-    options = options_from(args)
+    try:
+        options = options_from(args)
+    except OSError as exc:
+        print(f"fcgibridge: error: {args.addr}: cannot look up the host: {_reason(exc)}", file=sys.stderr)
+        return 1
     plan = options.plan
     try:
         if options.multiplex > 1:

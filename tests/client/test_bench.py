@@ -275,6 +275,21 @@ def test_warmup_is_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert counts.answered > 50
 
 
+def test_warmup_with_fewer_requests_than_connections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with canned(tmp_path) as (address, _):
+        status, report = bench(capsys, address, "-n", "3", "-c", "8", "--warmup", "0.2")
+    assert status == 0 and report["requests"] == 3 == report["statuses"]["200"]
+
+
+def test_a_host_name_is_looked_up(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    port = server.rpartition(":")[2]
+    status, report = bench(capsys, f"localhost:{port}", "-n", "20", "-c", "2", "--no-keep-alive")
+    assert status == 0 and report["requests"] == 20
+    assert main(["bench", "no-such-host.invalid:9000", "-n", "1"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "fcgibridge: error: no-such-host.invalid:9000: cannot look up the host: ")
+
+
 def test_two_processes_merge_their_counts(tmp_path: Path) -> None:
     with canned(tmp_path) as (address, counts):
         result = bench_command(address, "-n", "400", "-c", "4", "-P", "2", "--json")
