@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import records
 from .constants import (
@@ -83,17 +83,21 @@ class _Side:
         raise NotImplementedError
 
 
-@dataclass(slots=True)
 class _AppRequest:
-    role: int
-    keep_conn: bool
-    state: RequestState = RequestState.PARAMS
-    params: bytearray = field(default_factory=bytearray)
-    stdout_open: bool = False
-    stderr_open: bool = False
-    #: The web server may still send STDIN (Rule 4): until the empty STDIN, and never
-    #: for an authorizer (spec 6.3 sends it none).
-    body_pending: bool = True
+    """One active request, as the core tracks it."""
+
+    __slots__ = ("body_pending", "keep_conn", "params", "role", "state", "stderr_open", "stdout_open")
+
+    def __init__(self, role: int, keep_conn: bool) -> None:
+        self.role = role
+        self.keep_conn = keep_conn
+        self.state = RequestState.PARAMS
+        self.params = bytearray()
+        self.stdout_open = False
+        self.stderr_open = False
+        #: The web server may still send STDIN (Rule 4): until the empty STDIN, and never
+        #: for an authorizer (spec 6.3 sends it none).
+        self.body_pending = role != _AUTHORIZER
 
 
 class ApplicationConnection(_Side):
@@ -149,7 +153,7 @@ class ApplicationConnection(_Side):
     def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
         requests = self._requests
-        for rtype, request_id, content in self._reader.feed(data):
+        for rtype, request_id, content in self._reader.feed_raw(data):
             if request_id == NULL_REQUEST_ID:
                 self._management(rtype, content)
             elif rtype == _BEGIN_REQUEST:
@@ -195,7 +199,7 @@ class ApplicationConnection(_Side):
         }
 
     def _begin(self, request_id: int, content: bytes, events: list[Event]) -> None:
-        body = records.parse_begin_request(content)
+        role, keep_conn = records.parse_begin_request(content)
         existing = self._requests.get(request_id)
         if existing is not None:
             if existing.state is RequestState.DRAINING:
@@ -207,16 +211,14 @@ class ApplicationConnection(_Side):
                 return
         if self._closing:
             return
-        status = self._admission(body.role)
+        status = self._admission(role)
         if status is not None:
             self._replies.append(records.pack_end_request(request_id, 0, status))
-            events.append(RequestRejected(request_id, status, body.role))
-            if not body.keep_conn:
+            events.append(RequestRejected(request_id, status, role))
+            if not keep_conn:
                 self._closing = True
             return
-        request = _AppRequest(body.role, body.keep_conn)
-        request.body_pending = body.role != _AUTHORIZER
-        self._requests[request_id] = request
+        self._requests[request_id] = _AppRequest(role, keep_conn)
 
     def _admission(self, role: int) -> ProtocolStatus | None:
         if role not in self.roles:
@@ -318,21 +320,23 @@ class ApplicationConnection(_Side):
             raise LocalProtocolError(f"END_REQUEST for request {request_id}, which is not active (ended already?)")
         if request.state is RequestState.DRAINING:
             raise LocalProtocolError(f"END_REQUEST for request {request_id}, which was ended already")
-        parts = []
-        if request.state is not RequestState.ABORTED:
-            if stdout:
-                parts.append(records.pack_stream(RecordType.STDOUT, request_id, stdout))
-            parts.append(records.pack_record(RecordType.STDOUT, request_id))
-            if request.stderr_open:
-                parts.append(records.pack_record(RecordType.STDERR, request_id))
-        parts.append(records.pack_end_request(request_id, app_status, protocol_status))
+        if request.state is RequestState.ABORTED:
+            out = records.pack_end_request(request_id, app_status, protocol_status)
+        elif request.stderr_open:
+            out = b"".join((records.pack_stream(RecordType.STDOUT, request_id, stdout),
+                            records.pack_record(RecordType.STDOUT, request_id),
+                            records.pack_record(RecordType.STDERR, request_id),
+                            records.pack_end_request(request_id, app_status, protocol_status)))
+        else:
+            tail = records.pack_end_of_response(request_id, app_status, protocol_status)
+            out = records.pack_stream(RecordType.STDOUT, request_id, stdout) + tail if stdout else tail
         if request.state in DRAIN_ON_END and request.body_pending:
             request.state = RequestState.DRAINING  # Rule 4
         else:
             del self._requests[request_id]
         if not request.keep_conn:
             self._closing = True
-        return b"".join(parts)
+        return out
 
 
 _ROLES = {int(role): role for role in Role}
@@ -424,7 +428,7 @@ class ClientConnection(_Side):
 
     def _receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        for rtype, request_id, content in self._reader.feed(data):
+        for rtype, request_id, content in self._reader.feed_raw(data):
             if request_id == NULL_REQUEST_ID:
                 events.append(self._management(rtype, content))
             elif request_id not in self._requests:

@@ -1,70 +1,111 @@
 """Events the protocol core turns bytes into.
 
-Events are frozen dataclasses; every per-request event carries ``request_id``.
+Events are values: every field is set once by the constructor (``Final``: compiled, a
+field cannot be assigned at all), two events are equal when their type and fields are,
+and every per-request event carries ``request_id``. They are plain classes rather than
+frozen dataclasses because one or more are made for every record: a frozen dataclass
+costs a Python-level ``__init__`` each time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
 
 from .constants import ProtocolStatus, Role
 
 
 class Event:
-    """Base class of every event."""
+    """Base class of every event: equality, hashing and repr from :attr:`fields`."""
 
     __slots__ = ()
+
+    #: The constructor's arguments, in order.
+    fields: ClassVar[tuple[str, ...]] = ()
+    #: The fields left out of the repr (bodies and params can be long).
+    hidden: ClassVar[frozenset[str]] = frozenset()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Event)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._values()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.fields if name not in self.hidden)
+        return f"{type(self).__name__}({shown})"
 
 
 # ----------------------------------------------------- received by the application role
 
 
-@dataclass(frozen=True, slots=True)
 class RequestStarted(Event):
     """BEGIN_REQUEST and the whole PARAMS stream have arrived: the app can start."""
 
-    request_id: int
-    role: Role
-    keep_conn: bool
-    params: dict[str, str] = field(repr=False)
+    __slots__ = ("keep_conn", "params", "request_id", "role")
+    fields = ("request_id", "role", "keep_conn", "params")
+    hidden = frozenset({"params"})
+
+    def __init__(self, request_id: int, role: Role, keep_conn: bool, params: dict[str, str]) -> None:
+        self.request_id: Final = request_id
+        self.role: Final = role
+        self.keep_conn: Final = keep_conn
+        self.params: Final = params
 
 
-@dataclass(frozen=True, slots=True)
 class RequestBody(Event):
     """A piece of the request body (an FCGI_STDIN record)."""
 
-    request_id: int
-    data: bytes = field(repr=False)
+    __slots__ = ("data", "request_id")
+    fields = ("request_id", "data")
+    hidden = frozenset({"data"})
+
+    def __init__(self, request_id: int, data: bytes) -> None:
+        self.request_id: Final = request_id
+        self.data: Final = data
 
 
-@dataclass(frozen=True, slots=True)
 class RequestBodyEnd(Event):
     """The request body is complete (the empty FCGI_STDIN record)."""
 
-    request_id: int
+    __slots__ = ("request_id",)
+    fields = ("request_id",)
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id: Final = request_id
 
 
-@dataclass(frozen=True, slots=True)
 class RequestAborted(Event):
     """The web server sent FCGI_ABORT_REQUEST: its client went away.
 
     The caller should stop the app and call ``end_request`` promptly.
     """
 
-    request_id: int
+    __slots__ = ("request_id",)
+    fields = ("request_id",)
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id: Final = request_id
 
 
-@dataclass(frozen=True, slots=True)
 class RequestRejected(Event):
     """The core answered a BEGIN_REQUEST with END_REQUEST itself (unknown role,
     too many requests, no multiplexing); the reply is in ``data_to_send()``."""
 
-    request_id: int
-    protocol_status: ProtocolStatus
-    role: int
+    __slots__ = ("protocol_status", "request_id", "role")
+    fields = ("request_id", "protocol_status", "role")
+
+    def __init__(self, request_id: int, protocol_status: ProtocolStatus, role: int) -> None:
+        self.request_id: Final = request_id
+        self.protocol_status: Final = protocol_status
+        self.role: Final = role
 
 
-@dataclass(frozen=True, slots=True)
 class BadRecord(Event):
     """A record that does not fit the state of its request.
 
@@ -73,48 +114,69 @@ class BadRecord(Event):
     started, as after an abort if it had).
     """
 
-    request_id: int
-    record_type: int
-    reason: str
+    __slots__ = ("reason", "record_type", "request_id")
+    fields = ("request_id", "record_type", "reason")
+
+    def __init__(self, request_id: int, record_type: int, reason: str) -> None:
+        self.request_id: Final = request_id
+        self.record_type: Final = record_type
+        self.reason: Final = reason
 
 
 # ---------------------------------------------------------- received by the client role
 
 
-@dataclass(frozen=True, slots=True)
 class Stdout(Event):
     """A piece of the response (an FCGI_STDOUT record)."""
 
-    request_id: int
-    data: bytes = field(repr=False)
+    __slots__ = ("data", "request_id")
+    fields = ("request_id", "data")
+    hidden = frozenset({"data"})
+
+    def __init__(self, request_id: int, data: bytes) -> None:
+        self.request_id: Final = request_id
+        self.data: Final = data
 
 
-@dataclass(frozen=True, slots=True)
 class Stderr(Event):
     """A piece of the application's error stream (an FCGI_STDERR record)."""
 
-    request_id: int
-    data: bytes = field(repr=False)
+    __slots__ = ("data", "request_id")
+    fields = ("request_id", "data")
+    hidden = frozenset({"data"})
+
+    def __init__(self, request_id: int, data: bytes) -> None:
+        self.request_id: Final = request_id
+        self.data: Final = data
 
 
-@dataclass(frozen=True, slots=True)
 class RequestEnded(Event):
     """FCGI_END_REQUEST: the application is done with the request."""
 
-    request_id: int
-    app_status: int
-    protocol_status: int
+    __slots__ = ("app_status", "protocol_status", "request_id")
+    fields = ("request_id", "app_status", "protocol_status")
+
+    def __init__(self, request_id: int, app_status: int, protocol_status: int) -> None:
+        self.request_id: Final = request_id
+        self.app_status: Final = app_status
+        self.protocol_status: Final = protocol_status
 
 
-@dataclass(frozen=True, slots=True)
 class ValuesResult(Event):
     """The FCGI_GET_VALUES_RESULT answer to :meth:`ClientConnection.get_values`."""
 
-    values: dict[str, str]
+    __slots__ = ("values",)
+    fields = ("values",)
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values: Final = values
 
 
-@dataclass(frozen=True, slots=True)
 class UnknownTypeResult(Event):
     """FCGI_UNKNOWN_TYPE: the application did not understand a management record."""
 
-    record_type: int
+    __slots__ = ("record_type",)
+    fields = ("record_type",)
+
+    def __init__(self, record_type: int) -> None:
+        self.record_type: Final = record_type

@@ -29,6 +29,8 @@ _HEADER = struct.Struct("!BBHHBx")
 _BEGIN_BODY = struct.Struct("!HB5x")
 # appStatus, protocolStatus, reserved[3]
 _END_BODY = struct.Struct("!IB3x")
+# The end of a response: the empty STDOUT record, then END_REQUEST (header and body).
+_END_OF_RESPONSE = struct.Struct("!BBHHBx" "BBHHBx" "IB3x")
 # type, reserved[7]
 _UNKNOWN_TYPE_BODY = struct.Struct("!B7x")
 _LONG_LEN = struct.Struct("!I")
@@ -45,11 +47,6 @@ class Record(NamedTuple):
     type: int
     request_id: int
     content: bytes
-
-
-class BeginRequestBody(NamedTuple):
-    role: int
-    keep_conn: bool
 
 
 class EndRequestBody(NamedTuple):
@@ -96,6 +93,13 @@ def pack_stream(record_type: int, request_id: int, data: bytes | memoryview) -> 
 def pack_begin_request(request_id: int, role: int, keep_conn: bool) -> bytes:
     flags = FCGI_KEEP_CONN if keep_conn else 0
     return pack_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+
+
+def pack_end_of_response(request_id: int, app_status: int, protocol_status: int) -> bytes:
+    """The empty STDOUT record that closes the response, then END_REQUEST, in one pack."""
+    return _END_OF_RESPONSE.pack(FCGI_VERSION_1, RecordType.STDOUT, request_id, 0, 0,
+                                 FCGI_VERSION_1, RecordType.END_REQUEST, request_id, _END_BODY.size, 0,
+                                 app_status & 0xFFFFFFFF, protocol_status)
 
 
 def pack_end_request(
@@ -181,11 +185,11 @@ def decode_pairs(buf: bytes) -> dict[str, str]:
     return pairs
 
 
-def parse_begin_request(content: bytes) -> BeginRequestBody:
+def parse_begin_request(content: bytes) -> tuple[int, bool]:
+    """``(role, keep_conn)`` of a BEGIN_REQUEST body."""
     if len(content) != _BEGIN_BODY.size:
         raise RemoteProtocolError(f"BEGIN_REQUEST body of {len(content)} bytes, expected 8")
-    role, flags = _BEGIN_BODY.unpack(content)
-    return BeginRequestBody(role, bool(flags & FCGI_KEEP_CONN))
+    return (content[0] << 8) | content[1], bool(content[2] & FCGI_KEEP_CONN)
 
 
 def parse_end_request(content: bytes) -> EndRequestBody:
@@ -225,6 +229,11 @@ class RecordReader:
         return len(self._tail)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        return [Record._make(raw) for raw in self.feed_raw(data)]
+
+    def feed_raw(self, data: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes]]:
+        """:meth:`feed`, with each record as a plain ``(type, request_id, content)``
+        tuple (what the connection roles take: making a NamedTuple costs more)."""
         if self._error is not None:
             raise RemoteProtocolError(f"stream already broken: {self._error}")
         try:
@@ -234,7 +243,7 @@ class RecordReader:
             self._tail = bytearray()
             raise
 
-    def _feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+    def _feed(self, data: bytes | bytearray | memoryview) -> list[tuple[int, int, bytes]]:
         if not isinstance(data, bytes):
             data = bytes(data)
         if self._tail:
@@ -244,24 +253,28 @@ class RecordReader:
             return self._take_tail()
         return self._parse(data)
 
-    def _take_tail(self) -> list[Record]:
+    def _take_tail(self) -> list[tuple[int, int, bytes]]:
         data = bytes(self._tail)
         self._tail = bytearray()
         return self._parse(data)
 
-    def _parse(self, data: bytes) -> list[Record]:
-        records: list[Record] = []
+    def _parse(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        records: list[tuple[int, int, bytes]] = []
         pos, end = 0, len(data)
-        unpack = _HEADER.unpack_from
         while end - pos >= HEADER_LEN:
-            version, rtype, request_id, length, padding = unpack(data, pos)
+            # The header by hand: compiled, these are plain byte reads (struct is a call).
+            version = data[pos]
             if version != FCGI_VERSION_1:
                 raise RemoteProtocolError(f"record with version {version} (expected 1): not FastCGI")
+            rtype = data[pos + 1]
+            request_id = (data[pos + 2] << 8) | data[pos + 3]
+            length = (data[pos + 4] << 8) | data[pos + 5]
+            padding = data[pos + 6]
             stop = pos + HEADER_LEN + length
             if stop + padding > end:
                 self._need = HEADER_LEN + length + padding
                 break
-            records.append(Record(rtype, request_id, data[pos + HEADER_LEN : stop]))
+            records.append((rtype, request_id, data[pos + HEADER_LEN : stop]))
             pos = stop + padding
         else:
             self._need = HEADER_LEN

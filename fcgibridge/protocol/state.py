@@ -50,6 +50,10 @@ class RequestState(enum.Enum):
     ABORTED = "aborted by the web server"
     FAILED = "failed by a bad record"
 
+    # Members compare by identity: hashing them by identity too keeps the table and set
+    # lookups of every record in C (Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
+
 
 class Step(enum.Enum):
     """What a fitting record does."""
