@@ -64,18 +64,15 @@ _NO_MESSAGE = object()  # what a state takes that takes none: no message type eq
 class Response(enum.Enum):
     """Where the response of one ASGI call is (Rules 1-5 above)."""
 
-    WAITING = (_START, "no http.response.start yet")
-    HELD = (_BODY, "the head is formatted; it leaves with the first body message")
-    STREAMING = (_BODY, "the head is out; more body is to come")
-    COMPLETE = (None, "the last body message (or the 500) went out with END_REQUEST")
-    GONE = (None, "the request was aborted or failed, or its connection closed")
+    WAITING = "no http.response.start yet"
+    HELD = "the head is formatted; it leaves with the first body message"
+    STREAMING = "the head is out; more body is to come"
+    COMPLETE = "the last body message (or the 500) went out with END_REQUEST"
+    GONE = "the request was aborted or failed, or its connection closed"
 
-    def __init__(self, takes: str | None, meaning: str) -> None:
-        #: The response is over (COMPLETE, GONE): nothing more goes out.
-        self.over = takes is None
-        #: The one message type the state takes (Rules 1, 2); none once it is over.
-        self.takes: object = _NO_MESSAGE if takes is None else takes
-        self.meaning = meaning
+    # Members compare by identity: hashing them by identity too keeps the table and set
+    # lookups of every message in C (Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
 
 
 # Plain names, quick to look up for every message (an enum member's attribute lookup is not).
@@ -84,6 +81,12 @@ _HELD = Response.HELD
 _STREAMING = Response.STREAMING
 _COMPLETE = Response.COMPLETE
 _GONE = Response.GONE
+
+#: The one message type each state takes (Rules 1, 2); a state that is over takes none.
+TAKES: dict[Response, object] = {_WAITING: _START, _HELD: _BODY, _STREAMING: _BODY,
+                                 _COMPLETE: _NO_MESSAGE, _GONE: _NO_MESSAGE}
+#: The states in which the response is over: nothing more goes out.
+OVER = frozenset({_COMPLETE, _GONE})
 
 #: Why a state does not take a message type it may be sent (Rule 3).
 REFUSALS: dict[tuple[Response, str], str] = {
@@ -162,6 +165,7 @@ class ASGIRequest:
         self.head = b""  # formatted by http.response.start, sent with the first body message
         self._wakeup = asyncio.Event()  # an Event, not one future: receive() may wait in several tasks
         self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
+        self.call: Any = None  # what the app returned (its coroutine): the slow log shows its stack
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -189,9 +193,10 @@ class ASGIRequest:
 
     def current_stack(self) -> str | None:
         """The coroutine's own stack, and what it awaits (not the event loop's)."""
-        if self.task is None:
+        if self.call is None:
             return None
-        return "".join(traceback.StackSummary.extract(_awaited_frames(self.task.get_coro())).format())
+        # From the app's coroutine, not the task's: compiled, run() has no frame to start from.
+        return "".join(traceback.StackSummary.extract(_awaited_frames(self.call)).format())
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -207,7 +212,7 @@ class ASGIRequest:
 
     async def receive(self) -> dict[str, Any]:
         while True:
-            if self.response.over:  # Rule 5
+            if self.response in OVER:  # Rule 5
                 return {"type": "http.disconnect"}
             if self.chunks:
                 data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -225,7 +230,7 @@ class ASGIRequest:
     async def send(self, message: Any) -> None:
         kind = message["type"]
         state = self.response
-        if kind != state.takes:
+        if kind != TAKES[state]:
             raise _refusal(state, kind)
         if state is _WAITING:  # Rule 1
             self.head = format_head(int(message["status"]), message.get("headers", ()))
@@ -251,7 +256,8 @@ class ASGIRequest:
         stream = self.stream
         scope = asgi_scope(stream.params, stream.role, self.adapter.root_path, self.adapter.state)
         try:
-            await self.adapter.app(scope, self.receive, self.send)  # type: ignore[arg-type]
+            self.call = self.adapter.app(scope, self.receive, self.send)  # type: ignore[arg-type]
+            await self.call
         except ClientDisconnected:
             log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
         except asyncio.CancelledError:
@@ -262,7 +268,7 @@ class ASGIRequest:
             self._finish_failed()
         else:
             state = self.response
-            if not state.over:
+            if state not in OVER:
                 if state is _STREAMING:
                     log.error("ASGI app returned before finishing its response to %s", stream.params.get("REQUEST_URI"))
                 else:
@@ -272,13 +278,13 @@ class ASGIRequest:
     def _finish_failed(self) -> None:
         """Rule 4: a 500 if nothing went out yet, else the response cut short."""
         state = self.response
-        if state.over:
+        if state in OVER:
             return
         self.response = _COMPLETE
         self.stream.end(b"" if state is _STREAMING else _INTERNAL_ERROR, app_status=1)
 
 
-def _refusal(state: Response, kind: str) -> Exception:
+def _refusal(state: Response, kind: object) -> Exception:
     """The error for a message its state does not take (Rule 3)."""
     if state is _GONE:
         return ClientDisconnected("the request was aborted or its connection closed")

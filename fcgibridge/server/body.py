@@ -86,7 +86,9 @@ class BlockingBody:
         if fd >= 0:
             os.close(fd)
 
-    abort = close
+    def abort(self) -> None:
+        """The request is gone: the same as :meth:`close`."""
+        self.close()
 
     @property
     def spooled(self) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+from mypy_extensions import mypyc_attr
+
 from ..cgi import error_response
 from ..protocol import (
     DEFAULT_MAX_PARAMS_SIZE,
@@ -38,6 +40,7 @@ log = logging.getLogger("fcgibridge.server")
 DRAIN_TIMEOUT = 10.0
 
 
+@mypyc_attr(native_class=False)  # compiled, a class can only derive from a few built-in exceptions
 class ClientDisconnected(OSError):
     """The web server aborted the request or dropped the connection."""
 
@@ -119,6 +122,7 @@ class WorkerState:
             self.on_done(stream)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the status page's ObservedStream
 class RequestStream:
     """One request on one connection, as the app adapters see it (event-loop side)."""
 

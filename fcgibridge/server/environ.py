@@ -89,21 +89,38 @@ def wsgi_environ(params: dict[str, str], role: Role, root_path: str) -> dict[str
     return environ
 
 
+_HTTP_VERSIONS = {"2.0": "2", "3.0": "3"}
+
+
 def http_version(protocol: str) -> str:
     version = protocol.partition("/")[2] or "1.1"
-    return {"2.0": "2", "3.0": "3"}.get(version, version)
+    return _HTTP_VERSIONS.get(version, version)
 
 
 _SKIPPED_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+#: ``HTTP_ACCEPT_ENCODING`` -> ``b"accept-encoding"``: the same few names come with every
+#: request. Bounded, since clients choose the names.
+_HEADER_NAMES: dict[str, bytes] = {}
+_MAX_HEADER_NAMES = 512
+
+
+def _header_name(variable: str) -> bytes:
+    name = _HEADER_NAMES.get(variable)
+    if name is None:
+        name = variable[5:].lower().replace("_", "-").encode("latin-1")
+        if len(_HEADER_NAMES) < _MAX_HEADER_NAMES:
+            _HEADER_NAMES[variable] = name
+    return name
 
 
 def asgi_headers(params: dict[str, str]) -> list[tuple[bytes, bytes]]:
     """HTTP_* variables as ASGI header pairs; Content-Type and Content-Length from their
     CGI variables, else from the HTTP_ ones (a web server configured to send only those)."""
     headers = [
-        (name[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1"))
+        (_header_name(name), value.encode("latin-1"))
         for name, value in params.items()
-        if name[:5] == "HTTP_" and name not in _SKIPPED_HEADERS
+        if name.startswith("HTTP_") and name not in _SKIPPED_HEADERS
     ]
     content_type = params.get("CONTENT_TYPE") or params.get("HTTP_CONTENT_TYPE")
     if content_type:

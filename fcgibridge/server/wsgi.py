@@ -271,6 +271,12 @@ class WSGIRequest:
         environ["wsgi.url_scheme"] = "https" if is_https(params) else "http"
         environ["wsgi.input"] = self.body
         result = self.adapter.app(environ, self.start_response)
+        if type(result) is list and len(result) == 1 and self.status is not None and not self.head_sent:
+            # The usual answer, ``[body]``: head, body and END_REQUEST leave in one write.
+            body = result[0]
+            if type(body) is bytes and len(body) <= HIGH_WATER:
+                self._send(self._head() + body, end=True)
+                return False
         return self._iterate(result, iter(result))
 
     def _iterate(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> bool:
