@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, build
 from .errors import UserError
 from .protocol.connection import DEFAULT_MAX_PARAMS_SIZE
 
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         "The command line beats the environment, which beats the file.",
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"fcgibridge {__version__}")
+    parser.add_argument("--version", action="version", version=f"fcgibridge {__version__} ({build()})")
     for fld in _fields():
         opt = fld.option
         kwargs: dict[str, Any] = {"help": _help(fld), "default": argparse.SUPPRESS, "dest": fld.name}

@@ -283,6 +283,10 @@ class RawConnection:
     def abort(self, request_id: int) -> None:
         self.sock.sendall(self.core.abort_request(request_id))
 
+    def receive(self, data: bytes) -> list[Any]:
+        """Bytes from the server into the client core (a subclass may look at them first)."""
+        return self.core.receive_data(data)
+
     def read_some(self, timeout: float | None = None) -> list[Any]:
         """One recv (waiting at most ``timeout``); returns the events it completed."""
         from fcgibridge.protocol import RequestEnded, Stderr, Stdout
@@ -295,7 +299,7 @@ class RawConnection:
         if not data:
             self.closed = True
             return []
-        events = self.core.receive_data(data)
+        events = self.receive(data)
         for event in events:
             if isinstance(event, Stdout):
                 self.stdout.setdefault(event.request_id, bytearray()).extend(event.data)
@@ -346,13 +350,10 @@ class RecordingConnection(RawConnection):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.raw = bytearray()
         self.reset = False  # the server reset the connection (RST) instead of closing it
-        receive = self.core.receive_data
 
-        def tap(data: bytes) -> list[Any]:
-            self.raw += data
-            return receive(data)
-
-        self.core.receive_data = tap  # type: ignore[method-assign]
+    def receive(self, data: bytes) -> list[Any]:
+        self.raw += data
+        return super().receive(data)
 
     def read_some(self, timeout: float | None = None) -> list[Any]:
         try:
@@ -417,15 +418,17 @@ def request_in_thread(address: str, path: str) -> tuple[threading.Thread, list[A
 
 
 def lib_for_another_user(directory: Path, *files: Path) -> Path:
-    """``directory/lib`` holding copies of fcgibridge, asgiref and ``files``, for a backend
-    that a web server runs as its own user (root's venv is not readable to it); put it on
-    that backend's PYTHONPATH and run it with the system Python."""
+    """``directory/lib`` holding copies of fcgibridge (compiled too, if it is), its
+    dependencies and ``files``, for a backend that a web server runs as its own user
+    (root's venv is not readable to it); put it on that backend's PYTHONPATH and run it
+    with the system Python."""
     import asgiref
+    import mypy_extensions
 
     lib = directory / "lib"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "fcgibridge", lib / "fcgibridge", ignore=ignore)
     shutil.copytree(Path(asgiref.__file__).parent, lib / "asgiref", ignore=ignore)
-    for file in files:
+    for file in [Path(mypy_extensions.__file__), *ROOT.glob("fcgibridge__mypyc.*"), *files]:
         shutil.copy(file, lib)
     return lib

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from support import free_port, process_log, run_fcgibridge
 
-from fcgibridge import __version__
+from fcgibridge import __version__, build
 from fcgibridge.cli import LOG_FORMAT, configure_logging, main
 from fcgibridge.client import FastCGIClient
 from fcgibridge.config import Config
@@ -153,7 +153,7 @@ def test_configure_logging_twice_keeps_one_handler() -> None:
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out == f"fcgibridge {__version__}\n"
+    assert capsys.readouterr().out == f"fcgibridge {__version__} ({build()})\n"
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -328,7 +328,7 @@ def test_command_bad_bind_address() -> None:
 def test_command_version() -> None:
     result = run_command("--version")
     assert result.returncode == 0
-    assert result.stdout == f"fcgibridge {__version__}\n"
+    assert result.stdout == f"fcgibridge {__version__} ({build()})\n"
 
 
 def test_command_request_mistake() -> None:

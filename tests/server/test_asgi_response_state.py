@@ -9,18 +9,25 @@ from typing import Any
 import pytest
 
 from fcgibridge.protocol import Role
-from fcgibridge.server.asgi import REFUSALS, ASGIRequest, Response
-from fcgibridge.server.connection import ClientDisconnected
+from fcgibridge.server.asgi import REFUSALS, ASGIAdapter, ASGIRequest, Response
+from fcgibridge.server.connection import ClientDisconnected, FastCGIProtocol, RequestStream, WorkerState
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"a", b"b")]}
 HEAD = b"Status: 200 OK\r\na: b\r\n\r\n"
 
 
-class FakeStream:
-    role = Role.RESPONDER
+async def no_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the app is not called here")
+
+
+ADAPTER = ASGIAdapter(no_app, lifespan="off")
+
+
+class FakeStream(RequestStream):
+    """A request stream that keeps what it is given instead of sending it."""
 
     def __init__(self) -> None:
-        self.params = {"REQUEST_URI": "/x"}
+        super().__init__(FastCGIProtocol(WorkerState(ADAPTER)), 1, Role.RESPONDER, True, {"REQUEST_URI": "/x"})
         self.out: list[tuple[str, bytes, int]] = []
 
     def write(self, data: bytes) -> None:
@@ -33,14 +40,9 @@ class FakeStream:
         return None
 
 
-class FakeAdapter:
-    root_path = ""
-    state = None
-
-
 def request() -> tuple[ASGIRequest, FakeStream]:
     stream = FakeStream()
-    return ASGIRequest(FakeAdapter(), stream), stream  # type: ignore[arg-type]
+    return ASGIRequest(ADAPTER, stream), stream
 
 
 def body(data: bytes, more: bool = False) -> dict[str, Any]:

@@ -12,17 +12,18 @@ from typing import Any
 import pytest
 
 from fcgibridge.protocol import Role
-from fcgibridge.server.connection import ClientDisconnected
+from fcgibridge.server.connection import ClientDisconnected, FastCGIProtocol, RequestStream, WorkerState
 from fcgibridge.server.wsgi import HIGH_WATER, Output, WSGIAdapter, WSGIRequest
 
 
-class FakeStream:
-    role = Role.RESPONDER
+class FakeStream(RequestStream):
+    """A request stream that keeps what it is given instead of sending it."""
 
-    def __init__(self) -> None:
-        self.params = {"REQUEST_URI": "/x"}
+    writable = True  # the web server reads as fast as we write (a test may say otherwise)
+
+    def __init__(self, adapter: WSGIAdapter) -> None:
+        super().__init__(FastCGIProtocol(WorkerState(adapter)), 1, Role.RESPONDER, True, {"REQUEST_URI": "/x"})
         self.out: list[tuple[str, bytes, int]] = []
-        self.writable = True
         self.drained = asyncio.Event()
 
     def write(self, data: bytes) -> None:
@@ -35,7 +36,7 @@ class FakeStream:
         await self.drained.wait()
 
 
-class FakeLoop:
+class FakeLoop(asyncio.AbstractEventLoop):
     """Keeps what the app thread schedules; the test runs it as the event loop would."""
 
     def __init__(self) -> None:
@@ -72,8 +73,8 @@ def adapter() -> Iterator[WSGIAdapter]:
 
 
 def make(adapter: WSGIAdapter) -> tuple[WSGIRequest, FakeStream, FakeLoop]:
-    stream, loop = FakeStream(), FakeLoop()
-    request = WSGIRequest(adapter, stream, loop)  # type: ignore[arg-type]
+    stream, loop = FakeStream(adapter), FakeLoop()
+    request = WSGIRequest(adapter, stream, loop)
     request.start_response("200 OK", [("A", "b")])
     return request, stream, loop
 
