@@ -19,6 +19,7 @@ import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -461,6 +462,18 @@ def _child(plan: Plan, sender: multiprocessing.connection.Connection, progress: 
     sender.close()
 
 
+class ProcessFailed(Exception):
+    """A bench process ended without its report."""
+
+
+@dataclass
+class _Child:
+    process: multiprocessing.process.BaseProcess
+    receiver: multiprocessing.connection.Connection
+    #: The child's requests and errors so far, as it last published them.
+    progress: Any
+
+
 def run_in_processes(plans: list[Plan], show: Callable[[int, int], None] | None) -> Tally:
     """Each plan in a forked process of its own; their tallies merged.
 
@@ -474,38 +487,39 @@ def run_in_processes(plans: list[Plan], show: Callable[[int, int], None] | None)
         process = context.Process(target=_child, args=(plan, sender, progress), daemon=True)
         process.start()
         sender.close()
-        children.append((process, receiver, progress))
+        children.append(_Child(process, receiver, progress))
 
     def interrupt(signum: int, frame: object) -> None:  # the children stop and report (Ctrl-C reaches them too)
-        for process, _, _ in children:
-            if process.pid is not None:
+        for child in children:
+            if child.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGINT)
+                    os.kill(child.process.pid, signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         return _collect(children, show)
     finally:
         signal.signal(signal.SIGINT, previous)
-        for process, _, _ in children:
-            process.join(5)
+        for child in children:
+            child.process.join(5)
 
 
-def _collect(children: list[Any], show: Callable[[int, int], None] | None) -> Tally:
+def _collect(children: list[_Child], show: Callable[[int, int], None] | None) -> Tally:
     merged = Tally()
-    waiting = {receiver: process for process, receiver, _ in children}
+    waiting = {child.receiver: child for child in children}
     next_show = time.monotonic() + 1
     while waiting:
         for ready in multiprocessing.connection.wait(list(waiting), timeout=max(next_show - time.monotonic(), 0)):
             assert isinstance(ready, multiprocessing.connection.Connection)
-            process = waiting.pop(ready)
+            child = waiting.pop(ready)
             try:
                 merged.merge(ready.recv())
             except EOFError:
-                raise RuntimeError(f"bench process {process.pid} ended without a report "
-                                   f"(exit status {process.exitcode})") from None
+                child.process.join(5)
+                raise ProcessFailed(f"bench process {child.process.pid} ended without a report "
+                                    f"(exit status {child.process.exitcode})") from None
         if show is not None and time.monotonic() >= next_show:
-            show(sum(p[0] for _, _, p in children), sum(p[1] for _, _, p in children))
+            show(sum(child.progress[0] for child in children), sum(child.progress[1] for child in children))
             next_show += 1
     return merged
 
@@ -627,7 +641,11 @@ def main_bench(args: Any) -> int:
     if options.processes == 1:
         tally = run_in_this_process(plan, progress.every_second() if progress else lambda tally: None)
     else:
-        tally = run_in_processes(split(plan, options.processes), progress.show if progress else None)
+        try:
+            tally = run_in_processes(split(plan, options.processes), progress.show if progress else None)
+        except ProcessFailed as exc:
+            print(f"fcgibridge: error: {exc}", file=sys.stderr)
+            return 1
     shape = RunShape(plan.connections, options.processes, plan.keep_alive, options.multiplex)
     if options.json:
         print(json.dumps(report(tally, shape)))

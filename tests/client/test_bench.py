@@ -17,6 +17,7 @@ import os
 import random
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from phpfpm import PhpFpm, php_fpm
 from support import ROOT, free_port, serve, wait_for_port
 
 from fcgibridge.cli import bench_parser, main
+from fcgibridge.client import _bench
 from fcgibridge.client._bench_stats import ERROR_KINDS, Histogram, Tally, bucket_of, bucket_range
 from fcgibridge.protocol import RecordType, encode_pairs, pack_record
 from fcgibridge.protocol.records import pack_end_request
@@ -303,6 +305,13 @@ def test_two_processes_merge_their_counts(tmp_path: Path) -> None:
         report = json.loads(result.stdout)
         assert result.returncode == 0 and report["duration"] == pytest.approx(1.0, abs=0.25)
         assert 400 < report["requests"] == report["statuses"]["200"] <= counts.answered - 400
+
+
+def test_a_process_that_dies_without_its_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bench, "_child", lambda plan, sender, progress: os._exit(3))
+    plan = _bench.Plan("unix:/nowhere", socket.AF_UNIX, "/nowhere", (b"",), 2, 2, None, 0.0, True, 1.0)
+    with pytest.raises(_bench.ProcessFailed, match=r"ended without a report \(exit status 3\)"):
+        _bench.run_in_processes(_bench.split(plan, 2), None)
 
 
 # ------------------------------------------------------------------------- errors
