@@ -176,6 +176,26 @@ def test_cpu_of_a_real_child_and_its_grandchild() -> None:
         proc.wait()
 
 
+def test_machine_busy_time_leaves_out_idle_and_iowait() -> None:
+    text = "cpu  100 5 50 1000 20 3 7 2 0 0\ncpu0 50 2 25 500 10 1 3 1 0 0\n"
+    assert cpu.parse_machine_stat(text) == (100 + 5 + 50 + 3 + 7 + 2, 1187)
+
+
+def test_window_reads_trees_machine_and_waited_children() -> None:
+    with cpu.Window([]) as window:
+        subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+    assert window.trees == []
+    assert window.load > 0.0 and window.machine >= window.load * 0.5
+
+
+def test_other_load_is_the_machine_less_what_was_measured() -> None:
+    m = measurement("a", "hello", 1000.0)  # backend 0.4 s over 4 s
+    m.nginx_cpu_s, m.load_cpu_s, m.machine_cpu_s = 0.6, 1.0, 6.0
+    assert m.other_cpu_share == pytest.approx((6.0 - 0.4 - 0.6 - 1.0) / 4.0)
+    m.load_cpu_s = None
+    assert m.other_cpu_share is None
+
+
 # --------------------------------------------------------------------------- checks, direct mode, docs
 
 

@@ -49,9 +49,9 @@ def write(run: Run, path: Path) -> None:
     for ax, load in zip(axes[0], run.loads, strict=True):
         values, low, high = bars(run, load.name)
         ax.barh(positions, values, xerr=[low, high], color=colours, capsize=2, error_kw={"elinewidth": 0.8})
-        for y, value in zip(positions, values, strict=True):
+        for y, value, above in zip(positions, values, high, strict=True):
             if value:
-                ax.text(value, y, f" {value:,.0f}", va="center", fontsize=7)
+                ax.text(value + above, y, f"  {value:,.0f}", va="center", fontsize=7)
         ax.set_title(load.title, fontsize=10)
         ax.set_xlabel(unit, fontsize=8)
         ax.tick_params(labelsize=8)

@@ -129,13 +129,14 @@ def fastcgi_measure(backend: Backend, load: Load, round_no: int, launch: Launch,
     if settings.warmup:
         run_bounded(command(settings.warmup), settings.warmup + 60)
     argv = command(settings.duration)
-    before = cpu.cpu_seconds([server])
-    proc = run_bounded(argv, settings.duration + 60)
-    after = cpu.cpu_seconds([server])
+    with cpu.Window([server]) as used:
+        proc = run_bounded(argv, settings.duration + 60)
     if proc.returncode != 0 and not proc.stdout.strip():
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
     measurement = from_bench(backend.name, load.name, round_no, parse_bench(proc.stdout), argv, proc.stdout)
-    measurement.backend_cpu_s = after[0] - before[0]
+    measurement.backend_cpu_s = used.trees[0]
+    measurement.load_cpu_s = used.load
+    measurement.machine_cpu_s = used.machine
     return measurement
 
 
@@ -152,13 +153,13 @@ def http_measure(backend: Backend, load: Load, round_no: int, port: int, server:
     if settings.warmup:
         wrk.run(command(settings.warmup), settings.warmup)
     argv = command(settings.duration)
-    before = cpu.cpu_seconds([server])
-    report, raw = wrk.run(argv, settings.duration)
-    after = cpu.cpu_seconds([server])
+    with cpu.Window([server]) as used:
+        report, raw = wrk.run(argv, settings.duration)
     return Measurement(backend=backend.name, test=load.name, round=round_no, requests=report.requests,
                        duration_s=report.duration_s, requests_per_second=report.requests_per_second,
                        latency_ms=report.latency_ms, connections=settings.connections, non_2xx=report.non_2xx,
-                       socket_errors=report.socket_errors, backend_cpu_s=after[0] - before[0], command=argv, raw=raw)
+                       socket_errors=report.socket_errors, backend_cpu_s=used.trees[0], load_cpu_s=used.load,
+                       machine_cpu_s=used.machine, command=argv, raw=raw)
 
 
 def run_round(backend: Backend, round_no: int, selected: list[Load], settings: Settings, work: Path,

@@ -53,16 +53,15 @@ def measure(backend: Backend, load: Load, round_no: int, port: int, roots: list[
                        seconds=settings.duration, script=script)
     error_log = work / "nginx-error.log"
     offset = nginx.log_size(error_log)
-    before = cpu.cpu_seconds(roots)
-    report, raw = wrk.run(command, settings.duration)
-    after = cpu.cpu_seconds(roots)
-    used = [end - start for start, end in zip(before, after, strict=True)]
+    with cpu.Window(roots) as used:
+        report, raw = wrk.run(command, settings.duration)
     return Measurement(
         backend=backend.name, test=load.name, round=round_no, requests=report.requests,
         duration_s=report.duration_s, requests_per_second=report.requests_per_second,
         latency_ms=report.latency_ms, connections=settings.connections, non_2xx=report.non_2xx,
         socket_errors=report.socket_errors, nginx_errors=nginx.error_lines(error_log, offset),
-        backend_cpu_s=used[0] if len(used) == 2 else None, nginx_cpu_s=used[-1], command=command, raw=raw)
+        backend_cpu_s=used.trees[0] if len(roots) == 2 else None, nginx_cpu_s=used.trees[-1],
+        load_cpu_s=used.load, machine_cpu_s=used.machine, command=command, raw=raw)
 
 
 def run_round(backend: Backend, round_no: int, selected: list[Load], settings: Settings, work: Path,

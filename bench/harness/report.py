@@ -78,6 +78,7 @@ def header(run: Run) -> list[str]:
         f"- machine: {machine['cpu']}, {machine['cores']} cores; {machine['system']}",
         f"- versions: {versions}",
         f"- load: {run.setup}",
+        *filter(None, [other_load(run)]),
     ]
 
 
@@ -91,6 +92,18 @@ def legend(run: Run) -> list[str]:
         lines.append("Direct mode: FastCGI rows are driven by `fcgibridge bench`, HTTP rows by wrk; their req/s "
                      "are not comparable with each other (different clients), their server CPU per request is.")
     return lines
+
+
+def other_load(run: Run) -> str:
+    """How busy the rest of the machine was while we measured: a run to redo when this is high."""
+    shares = [(share, m) for m in run.measurements if (share := m.other_cpu_share) is not None]
+    if not shares:
+        return ""
+    values = sorted(share for share, _ in shares)
+    top, worst = max(shares, key=lambda pair: pair[0])
+    return (f"- other load: processes outside the measured ones (and the kernel's own threads) used a median of "
+            f"{values[len(values) // 2]:.2f} cores during the measured windows, at most {top:.2f} "
+            f"({worst.backend} / {worst.test} / round {worst.round})")
 
 
 def flagged(run: Run) -> list[str]:

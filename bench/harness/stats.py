@@ -24,6 +24,8 @@ class Measurement:
     nginx_errors: list[str] = field(default_factory=list)
     backend_cpu_s: float | None = None
     nginx_cpu_s: float | None = None
+    load_cpu_s: float | None = None  # the load generator (wrk, fcgibridge bench)
+    machine_cpu_s: float | None = None  # every CPU of the machine, busy time over the window
     command: list[str] = field(default_factory=list)
     raw: str = ""
     #: False where the client's latency leaves out connecting (fcgibridge bench --no-keep-alive),
@@ -38,6 +40,15 @@ class Measurement:
     def stalled(self) -> bool:
         return self.stall_checked and stalled(self.requests_per_second, self.latency_ms.get("mean"), self.connections)
 
+    @property
+    def other_cpu_share(self) -> float | None:
+        """Cores' worth of CPU that processes outside this measurement used during its window."""
+        parts = [self.machine_cpu_s, self.load_cpu_s]
+        if any(part is None for part in parts) or not self.duration_s:
+            return None
+        ours = (self.backend_cpu_s or 0.0) + (self.nginx_cpu_s or 0.0) + (self.load_cpu_s or 0.0)
+        return max(0.0, ((self.machine_cpu_s or 0.0) - ours) / self.duration_s)
+
     def cpu_us_per_request(self, seconds: float | None) -> float | None:
         if seconds is None or not self.requests:
             return None
@@ -48,6 +59,7 @@ class Measurement:
         data["stalled"] = self.stalled
         data["backend_cpu_us_per_request"] = self.cpu_us_per_request(self.backend_cpu_s)
         data["nginx_cpu_us_per_request"] = self.cpu_us_per_request(self.nginx_cpu_s)
+        data["other_cpu_cores"] = self.other_cpu_share
         return data
 
 
