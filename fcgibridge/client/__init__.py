@@ -10,6 +10,8 @@ their I/O differs. ``fcgibridge request`` is :func:`main_request`, ``fcgibridge 
     >>> response.status, response.headers.get("content-type"), response.body
 """
 
+from typing import Any
+
 from ._async import AsyncFastCGIClient, AsyncStreamingResponse
 from ._base import (
     CantMultiplex,
@@ -27,9 +29,17 @@ from ._base import (
     build_params,
     parse_address,
 )
-from ._bench import main_bench
 from ._cli import main_request
 from ._sync import FastCGIClient, StreamingResponse
+
+
+def main_bench(args: Any) -> int:
+    """``fcgibridge bench`` (:mod:`fcgibridge.client._bench`, imported only when it runs:
+    multiprocessing and the rest are no cost to the clients)."""
+    from ._bench import main_bench as run
+
+    return run(args)
+
 
 __all__ = [
     "AsyncFastCGIClient",
