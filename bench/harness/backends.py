@@ -165,10 +165,11 @@ def fcgibridge_rows() -> list[Backend]:
 
 
 BACKENDS: tuple[Backend, ...] = (
-    Backend("nginx", "HTTP", "nginx by itself (return, static file; /echo: see README)", Upstream.STATIC),
-    Backend("uvicorn-1", "ASGI", "uvicorn, 1 worker (uvloop, httptools), proxy_pass", Upstream.HTTP, uvicorn(1)),
-    Backend("uvicorn-2", "ASGI", "uvicorn, 2 workers (uvloop, httptools), proxy_pass", Upstream.HTTP, uvicorn(2)),
-    Backend("gunicorn-gthread", "WSGI", "gunicorn gthread, 2 workers x 4 threads, proxy_pass", Upstream.HTTP,
+    Backend("nginx", "HTTP", "nginx by itself (return; a static file; /echo reads the body, sends the file)",
+            Upstream.STATIC),
+    Backend("uvicorn-1", "ASGI", "uvicorn, 1 worker (uvloop, httptools)", Upstream.HTTP, uvicorn(1)),
+    Backend("uvicorn-2", "ASGI", "uvicorn, 2 workers (uvloop, httptools)", Upstream.HTTP, uvicorn(2)),
+    Backend("gunicorn-gthread", "WSGI", "gunicorn gthread, 2 workers x 4 threads", Upstream.HTTP,
             gunicorn_gthread(2, 4)),
     Backend("uwsgi-1", "WSGI", "uWSGI FastCGI, 1 process", Upstream.FASTCGI_CLOSE, uwsgi_fastcgi(1)),
     Backend("uwsgi-2", "WSGI", "uWSGI FastCGI, 2 processes", Upstream.FASTCGI_CLOSE, uwsgi_fastcgi(2)),

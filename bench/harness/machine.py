@@ -49,10 +49,10 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def versions() -> dict[str, str]:
     found = {
-        "nginx": output_line([NGINX, "-v"]).removeprefix("nginx version: "),
+        "nginx": output_line([NGINX, "-v"]).removeprefix("nginx version: nginx/"),
         "wrk": output_line(["wrk", "-v"]).split(" Copyright")[0].removeprefix("wrk "),
         "uWSGI": output_line([venv_program("uwsgi"), "--version"]),
-        "PHP": output_line([php_fpm_binary(), "-v"]),
+        "PHP": output_line([php_fpm_binary(), "-v"]).split(" (built")[0].removeprefix("PHP "),
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
     }
     found.update({name: package_version(name) for name in PACKAGES})

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.backends import Backend
 from harness.loads import Load
+from harness.nginx import Upstream
 from harness.stats import Cell, Measurement, cells
 from harness.targets import verdict_lines
 
@@ -82,6 +83,20 @@ def header(run: Run) -> list[str]:
     ]
 
 
+def reached_by(run: Run, backend: Backend) -> str:
+    if run.mode == "nginx":
+        return backend.upstream.value
+    if backend.speaks_http:
+        return "wrk on 127.0.0.1"
+    fresh = " --no-keep-alive" if backend.upstream is Upstream.FASTCGI_CLOSE else ""
+    return f"fcgibridge bench{fresh} on its unix socket"
+
+
+def rows(run: Run) -> list[str]:
+    """What each row is, and how the load reaches it."""
+    return [f"- `{b.name}`: {b.summary}; {reached_by(run, b)}" for b in run.backends]
+
+
 def legend(run: Run) -> list[str]:
     lines = ["req/s: median over the rounds (min-max in brackets). "
              "**E**: a round had errors (non-2xx, socket errors or nginx error-log lines); "
@@ -126,7 +141,7 @@ def flagged(run: Run) -> list[str]:
 
 def markdown(run: Run, *, title: str = "fcgibridge benchmark") -> str:
     by_cell = cells(run.measurements)
-    lines = [f"# {title}", "", *header(run), "", *table(run), "", *legend(run)]
+    lines = [f"# {title}", "", *header(run), "", *table(run), "", *legend(run), "", "Rows:", "", *rows(run)]
     if run.mode == "nginx" and (targets := verdict_lines(by_cell)):
         lines += ["", "Targets (from the medians above):", "", *targets]
     if problems := flagged(run):
