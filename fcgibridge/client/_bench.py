@@ -533,7 +533,6 @@ class Options:
 
     plan: Plan
     processes: int
-    multiplex: int
     json: bool
     progress: bool
 
@@ -563,7 +562,7 @@ def options_from(args: Any) -> Options:
                                                             streams=streams),
                 args.concurrency, args.requests, duration, args.warmup, args.keep_alive, args.timeout)
     show = args.progress or (not args.json and sys.stderr.isatty())
-    return Options(plan, args.processes, streams, args.json, show)
+    return Options(plan, args.processes, args.json, show)
 
 
 def _body(data: str | None) -> bytes:
@@ -576,7 +575,7 @@ def _body(data: str | None) -> bytes:
     return data.encode()
 
 
-def check_multiplexing(plan: Plan, streams: int) -> None:
+def check_multiplexing(plan: Plan) -> None:
     """Ask the server (FCGI_GET_VALUES) whether it multiplexes; a :class:`UserError` if not."""
     with FastCGIClient(plan.address, timeout=plan.timeout) as client:
         values = client.get_values((FCGI_MPXS_CONNS, FCGI_MAX_REQS))
@@ -586,9 +585,9 @@ def check_multiplexing(plan: Plan, streams: int) -> None:
         raise UserError(f"bench: {plan.address} does not multiplex requests on a connection ({said}); "
                         "drop --multiplex")
     most = values.get(FCGI_MAX_REQS, "")
-    if most.isdigit() and int(most) < streams:
+    if most.isdigit() and int(most) < plan.streams:
         print(f"fcgibridge: warning: {plan.address} takes FCGI_MAX_REQS={most} requests at a time; "
-              f"--multiplex {streams} will be answered FCGI_OVERLOADED", file=sys.stderr)
+              f"--multiplex {plan.streams} will be answered FCGI_OVERLOADED", file=sys.stderr)
 
 
 class Progress:
@@ -632,8 +631,8 @@ def main_bench(args: Any) -> int:
         return 1
     plan = options.plan
     try:
-        if options.multiplex > 1:
-            check_multiplexing(plan, options.multiplex)
+        if plan.streams > 1:
+            check_multiplexing(plan)
     except FastCGIError as exc:
         print(f"fcgibridge: error: {exc}", file=sys.stderr)
         return 1
@@ -646,7 +645,7 @@ def main_bench(args: Any) -> int:
         except ProcessFailed as exc:
             print(f"fcgibridge: error: {exc}", file=sys.stderr)
             return 1
-    shape = RunShape(plan.connections, options.processes, plan.keep_alive, options.multiplex)
+    shape = RunShape(plan.connections, options.processes, plan.keep_alive, plan.streams)
     if options.json:
         print(json.dumps(report(tally, shape)))
     else:
