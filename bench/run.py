@@ -4,7 +4,7 @@
     python bench/run.py                             # every row and test, 2 rounds of 4 s
     python bench/run.py --duration 1 --rounds 1 --only uvicorn --only fcgibridge-asgi --tests hello
     python bench/run.py --direct                    # no nginx: each server driven directly
-    python bench/run.py --docs                      # also rewrite docs/benchmarks.md and .png
+    python bench/run.py --docs                      # also --direct for /hello; rewrite docs/benchmarks.*
 
 Writes report.md, results.json and chart.png to --output (default bench/results/<UTC time>/).
 See bench/README.md. Not a pytest test: it needs nginx, wrk and php-fpm and takes minutes.
@@ -13,6 +13,7 @@ See bench/README.md. Not a pytest test: it needs nginx, wrk and php-fpm and take
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -62,8 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="load processes of fcgibridge bench in --direct mode (its -P; default 1)")
     add("--output", type=Path, default=None, metavar="DIR",
         help="where report.md, results.json and chart.png go (default bench/results/<UTC time>/)")
-    add("--docs", action="store_true", help="also write the table into docs/benchmarks.md and the chart to "
-        "docs/benchmarks.png")
+    add("--docs", action="store_true", help="also write the tables into docs/benchmarks.md and the chart to "
+        "docs/benchmarks.png; without --direct, the rows then run once more without nginx (/hello) for the "
+        "page's second table")
     add("--note", default="", help="a line the report (and docs page) shows under the command, e.g. "
         "'provisional run'")
     add("--fcgibridge-cmd", default="", metavar="CMD", help="how to start fcgibridge (default: the fcgibridge "
@@ -167,6 +169,25 @@ def command_line() -> str:
     return os.environ.get("FCGIBRIDGE_BENCH_COMMAND") or shlex.join(sys.orig_argv)
 
 
+def one_run(args: argparse.Namespace, settings: Settings, selected: list[Backend], chosen: list[Load],
+            output: Path) -> Run:
+    """Measure, write report.md, results.json and chart.png to ``output`` (and the docs with --docs), print."""
+    run = Run(command=command_line(), python_command=shlex.join(sys.orig_argv), started=utc_now(),
+              mode="direct" if settings.direct else "nginx",
+              setup=direct.setup_words(settings) if settings.direct else settings.load_words(),
+              machine=machine.machine(), versions=machine.versions(settings.fcgibridge), backends=selected,
+              loads=chosen, note=args.note)
+    measure(run, settings, keep_workdir=args.keep_workdir)
+    run.finished = utc_now()
+    write_outputs(run, output, to_docs=args.docs and not run.interrupted)
+    print(markdown(run), end="")
+    return run
+
+
+#: The docs page's second table (``--docs`` without ``--direct``): the servers' own cost per /hello.
+DOCS_DIRECT_TESTS = ["hello"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
@@ -177,19 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing := missing_tools(selected):
         raise SystemExit(f"not installed: {', '.join(missing)} (bash bench/run installs them)")
     settings = settings_from(args)
-    run = Run(command=command_line(), python_command=shlex.join(sys.orig_argv), started=utc_now(),
-              mode="direct" if args.direct else "nginx",
-              setup=direct.setup_words(settings) if args.direct else settings.load_words(),
-              machine=machine.machine(), versions=machine.versions(), backends=selected, loads=chosen,
-              note=args.note)
-    measure(run, settings, keep_workdir=args.keep_workdir)
-    run.finished = utc_now()
-    write_outputs(run, args.output or default_output(), to_docs=args.docs and not run.interrupted)
-    print(markdown(run), end="")
-    if run.interrupted:
+    output = args.output or default_output()
+    runs = [one_run(args, settings, selected, chosen, output)]
+    if args.docs and not args.direct and not runs[0].interrupted:
+        log("--docs: now the same rows without nginx (--direct), for the page's second table")
+        runs.append(one_run(args, dataclasses.replace(settings, direct=True), selected,
+                            loads.select_loads(DOCS_DIRECT_TESTS), output / "direct"))
+    if any(run.interrupted for run in runs):
         return 130
-    flagged = any(m.errors or m.stalled for m in run.measurements)
-    return 1 if run.failures or flagged else 0
+    flagged = any(m.errors or m.stalled for run in runs for m in run.measurements)
+    return 1 if any(run.failures for run in runs) or flagged else 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or "unknown"
 
 
-def versions() -> dict[str, str]:
+def versions(fcgibridge: tuple[str, ...]) -> dict[str, str]:
+    """Every peer's version; fcgibridge's as its own --version says it (pure Python or compiled)."""
     found = {
         "nginx": output_line([NGINX, "-v"]).removeprefix("nginx version: nginx/"),
         "wrk": output_line(["wrk", "-v"]).split(" Copyright")[0].removeprefix("wrk "),
@@ -56,7 +57,8 @@ def versions() -> dict[str, str]:
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
     }
     found.update({name: package_version(name) for name in PACKAGES})
-    found["fcgibridge"] += f" (git {git_revision()})"
+    said = output_line([*fcgibridge, "--version"]).removeprefix("fcgibridge ")
+    found["fcgibridge"] = f"{said}, git {git_revision()}"
     return found
 
 
