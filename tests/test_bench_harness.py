@@ -213,9 +213,9 @@ def test_answer_checks() -> None:
 
 def test_direct_mode_reads_the_bench_json() -> None:
     text = ('{"requests": 400, "duration": 4.0, "requests_per_second": 100.0, "latency_ms": {"p50": 1, '
-            '"p90": 2, "p99": 3, "max": 4, "mean": 1.5}, "errors": {"connect": 1}, "statuses": {"200": 398, '
-            '"502": 2}, "bytes": {"body": 5200, "total": 9000}, "concurrency": 32, "processes": 1, '
-            '"keep_alive": true, "multiplex": false}\n')
+            '"p90": 2, "p99": 3, "max": 4, "mean": 1.5}, "errors": {"connect": 1, "status": 2}, '
+            '"statuses": {"200": 398, "502": 2}, "bytes": {"body": 5200, "total": 9000}, "concurrency": 32, '
+            '"processes": 1, "keep_alive": true, "multiplex": false}\n')
     m = direct.from_bench("uwsgi-1", "hello", 1, direct.parse_bench("progress...\n" + text), ["fcgibridge"], text)
     assert (m.requests, m.requests_per_second, m.non_2xx, m.connections) == (400, 100.0, 2, 32)
     assert m.socket_errors == {"connect": 1} and m.latency_ms["mean"] == 1.5

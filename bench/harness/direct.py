@@ -52,18 +52,17 @@ def parse_bench(text: str) -> dict[str, Any]:
     return data
 
 
-def non_2xx(statuses: dict[str, int]) -> int:
-    return sum(count for status, count in statuses.items() if not str(status).startswith("2"))
-
-
 def from_bench(backend: str, test: str, round_no: int, data: dict[str, Any], command: list[str],
                raw: str) -> Measurement:
+    """A measurement from the JSON. Its ``errors`` count each failed request once, by kind; ``status``
+    (an answer other than 2xx or 3xx, as wrk's "Non-2xx or 3xx") is the non-2xx count, the rest are
+    connection and protocol errors."""
     latency = {key: float(value) for key, value in data["latency_ms"].items()}
+    errors = {str(kind): int(count) for kind, count in data["errors"].items()}
     return Measurement(backend=backend, test=test, round=round_no, requests=int(data["requests"]),
                        duration_s=float(data["duration"]), requests_per_second=float(data["requests_per_second"]),
-                       latency_ms=latency, connections=int(data["concurrency"]),
-                       non_2xx=non_2xx(data["statuses"]),
-                       socket_errors={str(kind): int(count) for kind, count in data["errors"].items()},
+                       latency_ms=latency, connections=int(data["concurrency"]), non_2xx=errors.pop("status", 0),
+                       socket_errors=errors,
                        command=command, raw=raw, stall_checked=bool(data.get("keep_alive", True)))
 
 
