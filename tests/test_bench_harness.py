@@ -1,7 +1,7 @@
 """The pure parts of the benchmark harness in bench/harness/: reading wrk's report, the stall
 check, the target ratios, the CPU accounting from /proc (on a real child process), the
-answer checks and the docs block. bench/ is not a package on the test path, so it is put on
-sys.path here."""
+answer checks and the docs block. bench/ is not on the test path, so it is appended to
+sys.path here (only ``harness`` is imported from it)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
+# Last on the path: bench/ also holds an apps.py, which must not hide the tests' own apps/.
+sys.path.append(str(BENCH))
 
 from harness import cpu, direct, docs, loads, targets, wrk  # noqa: E402
 from harness.stats import Measurement, cell, cells, stalled  # noqa: E402
