@@ -165,8 +165,9 @@ def measure(run: Run, settings: Settings, *, keep_workdir: bool) -> None:
 
 
 def command_line() -> str:
-    """The command as typed: bench/run passes its own in FCGIBRIDGE_BENCH_COMMAND."""
-    return os.environ.get("FCGIBRIDGE_BENCH_COMMAND") or shlex.join(sys.orig_argv)
+    """The command as typed: ``bash bench/run ARGS`` (it says so in FCGIBRIDGE_BENCH_VIA), else this one."""
+    via = os.environ.get("FCGIBRIDGE_BENCH_VIA")
+    return f"{via} {shlex.join(sys.argv[1:])}".rstrip() if via else shlex.join(sys.orig_argv)
 
 
 def one_run(args: argparse.Namespace, settings: Settings, selected: list[Backend], chosen: list[Load],
