@@ -61,7 +61,8 @@ class Canned(asyncio.Protocol):
     """Answers every request (at its empty STDIN) with one pre-encoded 200 response.
 
     ``mode``: ``ok``; ``close`` (closes the connection instead of answering); ``silent``
-    (never answers); ``garbage`` (answers bytes that are not FastCGI).
+    (never answers); ``garbage`` (answers bytes that are not FastCGI); ``open`` (keeps
+    the connection open even without FCGI_KEEP_CONN).
     """
 
     def __init__(self, counts: Counts, mode: str, multiplex: bool) -> None:
@@ -102,7 +103,7 @@ class Canned(asyncio.Protocol):
         if self.mode != "silent" and out:
             self.transport.write(b"".join(out))
             self.counts.answered += len(out)
-        if close:
+        if close and self.mode != "open":
             self.transport.close()
 
     def answer(self, request_id: int) -> bytes:
@@ -268,6 +269,14 @@ def test_no_keep_alive_opens_a_connection_per_request(tmp_path: Path, capsys: py
         status, report = bench(capsys, address, "-n", "60", "-c", "3", "--no-keep-alive")
     assert status == 0 and report["requests"] == 60 and report["keep_alive"] is False
     assert (counts.connections, counts.answered, counts.keep_conn) == (60, 60, {False})
+
+
+def test_no_keep_alive_against_a_server_that_keeps_the_connection(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with canned(tmp_path, "open") as (address, counts):
+        status, report = bench(capsys, address, "-n", "4", "-c", "2", "--no-keep-alive")
+    assert status == 0 and report["requests"] == 4  # after a second's wait for the server to close
+    assert counts.connections == 4
 
 
 def test_warmup_is_not_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
