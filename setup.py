@@ -34,6 +34,7 @@ COMPILED = [
     "fcgibridge/cgi.py",
     "fcgibridge/server/connection.py",
     "fcgibridge/server/environ.py",
+    "fcgibridge/server/threadpool.py",
     "fcgibridge/server/body.py",
     "fcgibridge/server/asgi.py",
     "fcgibridge/server/wsgi.py",

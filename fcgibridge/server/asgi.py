@@ -163,7 +163,9 @@ class ASGIRequest:
         self.body_delivered = False
         self.response = _WAITING
         self.head = b""  # formatted by http.response.start, sent with the first body message
-        self._wakeup = asyncio.Event()  # an Event, not one future: receive() may wait in several tasks
+        # Futures of the receive() calls waiting for news (a list, not one future: receive()
+        # may wait in several tasks); made only when one waits, which a small request never does.
+        self._waiters: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
         self.call: Any = None  # what the app returned (its coroutine): the slow log shows its stack
 
@@ -199,14 +201,18 @@ class ASGIRequest:
         return "".join(traceback.StackSummary.extract(_awaited_frames(self.call)).format())
 
     def _wake(self) -> None:
-        self._wakeup.set()
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():  # a waiting task may have been cancelled
+                    waiter.set_result(None)
 
     async def _wait(self) -> None:
-        # Cleared right before waiting, with no await in between since the caller
-        # checked its conditions: no wake-up can be lost, and tasks already waiting
-        # keep waiting for the next set().
-        self._wakeup.clear()
-        await self._wakeup.wait()
+        # Until the next _wake(). The caller checked its conditions with no await in
+        # between, so no wake-up can be lost.
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     # ------------------------------------------------------------- receive / send
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Iterator
 
 from .connection import ClientDisconnected
+from .threadpool import Condition
 
 #: Bytes read from the spool file at a time for ``readline`` and small reads.
 SPOOL_BLOCK = 64 * 1024
@@ -32,7 +32,7 @@ class BlockingBody:
     def __init__(self, spool_threshold: int) -> None:
         """``spool_threshold``: unread bytes held in memory before the rest spools to a
         temporary file (``Config.spool_threshold``, passed down by the WSGI adapter)."""
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = Condition()
         self._chunks: deque[bytes] = deque()  # unread, in memory, oldest first
         self._block = b""  # the block being read (from _chunks or the spool file)
         self._pos = 0  # bytes of _block already read

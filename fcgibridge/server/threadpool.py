@@ -15,6 +15,47 @@ from queue import SimpleQueue
 log = logging.getLogger("fcgibridge.server")
 
 
+class Condition:
+    """``threading.Condition`` over a plain lock, with only what the WSGI side uses:
+    ``with``, :meth:`wait` and :meth:`notify_all`.
+
+    ``threading.Condition`` is Python code, and every request of a WSGI app takes two of
+    them several times (its body and its output); this one compiles with the serving
+    path, and a notify with nobody waiting is one list check.
+    """
+
+    __slots__ = ("_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: list[threading.Lock] = []  # one held lock per waiting thread
+
+    def __enter__(self) -> Condition:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self) -> None:
+        """Release the lock until :meth:`notify_all`, then take it again (call with it held)."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        self._waiters.append(waiter)
+        self._lock.release()
+        try:
+            waiter.acquire()
+        finally:
+            self._lock.acquire()
+
+    def notify_all(self) -> None:
+        """Wake every waiting thread (call with the lock held)."""
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.release()
+
+
 class ThreadPool:
     """``size`` threads taking callables from one queue, all started on first use
     (never before a fork)."""

@@ -59,7 +59,7 @@ from ..protocol import Role
 from .body import BlockingBody
 from .connection import ClientDisconnected, RequestStream
 from .environ import is_https, wsgi_environ
-from .threadpool import ThreadPool
+from .threadpool import Condition, ThreadPool
 
 log = logging.getLogger("fcgibridge.app")
 
@@ -193,7 +193,7 @@ class WSGIRequest:
         self.head_sent = False
         # output handed to the loop; the lock guards it and the queue (Rules 2-5)
         self.output = _QUEUED
-        self._lock = threading.Condition(threading.Lock())
+        self._lock = Condition()
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._scheduled = False  # a flush of the queue is scheduled on the loop
