@@ -423,6 +423,10 @@ def _from_argv(argv: Sequence[str]) -> dict[str, Any]:
 _SERVICE_VARIABLE = re.compile(rf"{ENV_PREFIX}(SERVICE_\w+|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?|NAME|ENV_\w+)")
 
 
+#: Variables of the package that are not options: how setup.py builds it.
+_BUILD_VARIABLES = frozenset({f"{ENV_PREFIX}COMPILE"})
+
+
 def _from_environ(environ: Mapping[str, str], warn: Callable[[str], None]) -> dict[str, Any]:
     by_env = {fld.env: fld for fld in _fields()}
     values: dict[str, Any] = {}
@@ -437,7 +441,8 @@ def _from_environ(environ: Mapping[str, str], warn: Callable[[str], None]) -> di
             continue
         fld_or_none = by_env.get(var)
         if fld_or_none is None:
-            unknown.append(var)
+            if var not in _BUILD_VARIABLES:
+                unknown.append(var)
         elif environ[var].strip():  # set but empty counts as unset, as shells and compose files produce it
             values[fld_or_none.name] = _env_value(fld_or_none, var, environ[var])
     _warn_unknown(unknown, by_env, warn)

@@ -1,6 +1,6 @@
 """The two builds of the package: pure Python and compiled (setup.py).
 
-CI runs the whole suite once on each; ``FCGIBRIDGE_EXPECT_BUILD`` says which one a run is
+CI runs the whole suite once on each; ``EXPECT_FCGIBRIDGE_BUILD`` says which one a run is
 meant to test, so a compile that silently fell back to pure Python fails the run.
 """
 
@@ -27,9 +27,9 @@ def setup_module_list() -> list[str]:
     return [line.strip().strip('",') for line in block.splitlines()[1:] if line.strip()]
 
 
-@pytest.mark.skipif("FCGIBRIDGE_EXPECT_BUILD" not in os.environ, reason="says which build only when CI asks")
+@pytest.mark.skipif("EXPECT_FCGIBRIDGE_BUILD" not in os.environ, reason="says which build only when CI asks")
 def test_this_run_tests_the_build_it_was_meant_to() -> None:
-    assert fcgibridge.build() == os.environ["FCGIBRIDGE_EXPECT_BUILD"]
+    assert fcgibridge.build() == os.environ["EXPECT_FCGIBRIDGE_BUILD"]
 
 
 def test_every_module_of_a_build_is_the_same_kind() -> None:

@@ -257,6 +257,12 @@ def test_unknown_environment_variable_without_a_close_one(tmp_path: Path) -> Non
                               "FCGIBRIDGE_ACCESS_LOG,")
 
 
+def test_the_build_switch_is_no_option_and_no_warning(tmp_path: Path) -> None:
+    config, said = warnings_for(tmp_path, {"FCGIBRIDGE_COMPILE": "1"})
+    assert said == []
+    assert config == Config(app=config.app)
+
+
 def test_service_variables_of_kubernetes_and_docker_get_one_line(tmp_path: Path) -> None:
     """Kubernetes sets these in every pod of a namespace with a Service named fcgibridge."""
     service = {
