@@ -168,7 +168,7 @@ def as_json(run: Run) -> dict[str, Any]:
         "backends": {b.name: {"interface": b.interface, "summary": b.summary, "upstream": b.upstream.value}
                      for b in run.backends},
         "tests": {load.name: {"title": load.title, "method": load.method, "path": load.path,
-                              "body_bytes": load.body_size} for load in run.loads},
+                              "body_bytes": load.body_size, "wrk_script": load.lua_script()} for load in run.loads},
         "failures": run.failures,
         "skipped": run.skipped,
         "interrupted": run.interrupted,
