@@ -197,6 +197,37 @@ def test_other_load_is_the_machine_less_what_was_measured() -> None:
     assert m.other_cpu_share is None
 
 
+# --------------------------------------------------------------------------- rows and their nginx
+
+
+def test_only_takes_a_name_or_the_start_of_names_up_to_a_dash() -> None:
+    from harness.backends import select
+
+    assert [b.name for b in select(["fcgibridge-asgi"])] == ["fcgibridge-asgi-1", "fcgibridge-asgi-2"]
+    assert [b.name for b in select(["uwsgi-1", "nginx"])] == ["nginx", "uwsgi-1"]
+    assert len(select(["fcgibridge-wsgi"])) == 4  # the default mode and --sync, 1 and 2 workers
+    with pytest.raises(SystemExit, match="no such row"):
+        select(["fcgibridg"])
+
+
+def test_nginx_reaches_each_kind_of_backend_as_the_readme_says(tmp_path: Path) -> None:
+    from harness.nginx import Upstream, config
+
+    sock = tmp_path / "b.sock"
+    keep = config(tmp_path, Upstream.FASTCGI, sock, 8080, build="")
+    assert "fastcgi_keep_conn on;" in keep and "keepalive 32;" in keep and "SCRIPT_FILENAME" not in keep
+    close = config(tmp_path, Upstream.FASTCGI_CLOSE, sock, 8080, build="", script_dir=tmp_path)
+    assert "fastcgi_keep_conn off;" in close and "keepalive 32;" not in close
+    assert f"fastcgi_param SCRIPT_FILENAME {tmp_path}$uri.php;" in close
+    proxy = config(tmp_path, Upstream.HTTP, sock, 8080, build="")
+    assert 'proxy_http_version 1.1;' in proxy and 'proxy_set_header Connection "";' in proxy
+    static = config(tmp_path, Upstream.STATIC, sock, 8080, build="")
+    assert "upstream" not in static and "error_page 405 =200 /64k;" in static
+    assert (tmp_path / "64k.bin").read_bytes() == loads.BIG_BODY
+    for text in (keep, close, proxy, static):
+        assert "worker_processes 1;" in text and "access_log off;" in text and "listen 127.0.0.1:8080;" in text
+
+
 # --------------------------------------------------------------------------- checks, direct mode, docs
 
 
