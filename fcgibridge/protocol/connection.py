@@ -44,6 +44,9 @@ from .state import DRAIN_ON_END, SILENT_STATES, TRANSITIONS, WRITABLE_STATES, Re
 #: cookies and URLs push it up, but nothing legitimate comes near this).
 DEFAULT_MAX_PARAMS_SIZE = 1024 * 1024
 
+#: Output larger than this is handed back in pieces (``*_parts``), not copied into one.
+LARGE_OUTPUT = 16 * 1024
+
 #: Bound on the GET_VALUES record content we accept (it lists names only).
 MAX_MANAGEMENT_SIZE = 4096
 
@@ -287,11 +290,18 @@ class ApplicationConnection(_Side):
 
     def send_stdout(self, request_id: int, data: bytes | memoryview) -> bytes:
         """Bytes carrying ``data`` as FCGI_STDOUT (split into records of at most 64 KiB)."""
+        return _joined(self.send_stdout_parts(request_id, data))
+
+    def send_stdout_parts(self, request_id: int, data: bytes | memoryview) -> list[bytes | memoryview]:
+        """:meth:`send_stdout` as pieces to write one after the other: ``data`` larger
+        than :data:`LARGE_OUTPUT` is not copied."""
         request = self._writable(request_id, "STDOUT")
         if request is None or not data:
-            return b""
+            return []
         request.stdout_open = True
-        return records.pack_stream(RecordType.STDOUT, request_id, data)
+        if len(data) > LARGE_OUTPUT:
+            return records.stream_parts(RecordType.STDOUT, request_id, data)
+        return [records.pack_stream(RecordType.STDOUT, request_id, data)]
 
     def send_stderr(self, request_id: int, data: bytes | memoryview) -> bytes:
         """Bytes carrying ``data`` as FCGI_STDERR: the web server logs it."""
@@ -315,21 +325,38 @@ class ApplicationConnection(_Side):
         After this the request id is inactive (or draining its body, Rule 4); nothing
         more may be sent for it.
         """
+        return _joined(self.end_request_parts(request_id, app_status, stdout=stdout, protocol_status=protocol_status))
+
+    def end_request_parts(
+        self,
+        request_id: int,
+        app_status: int = 0,
+        *,
+        stdout: bytes | memoryview = b"",
+        protocol_status: ProtocolStatus = ProtocolStatus.REQUEST_COMPLETE,
+    ) -> list[bytes | memoryview]:
+        """:meth:`end_request` as pieces to write one after the other (``writelines``):
+        ``stdout`` larger than :data:`LARGE_OUTPUT` is not copied."""
         request = self._requests.get(request_id)
         if request is None:
             raise LocalProtocolError(f"END_REQUEST for request {request_id}, which is not active (ended already?)")
         if request.state is RequestState.DRAINING:
             raise LocalProtocolError(f"END_REQUEST for request {request_id}, which was ended already")
+        out: list[bytes | memoryview]
         if request.state is RequestState.ABORTED:
-            out = records.pack_end_request(request_id, app_status, protocol_status)
+            out = [records.pack_end_request(request_id, app_status, protocol_status)]
         elif request.stderr_open:
-            out = b"".join((records.pack_stream(RecordType.STDOUT, request_id, stdout),
-                            records.pack_record(RecordType.STDOUT, request_id),
-                            records.pack_record(RecordType.STDERR, request_id),
-                            records.pack_end_request(request_id, app_status, protocol_status)))
+            out = [*records.stream_parts(RecordType.STDOUT, request_id, stdout),
+                   records.pack_record(RecordType.STDOUT, request_id),
+                   records.pack_record(RecordType.STDERR, request_id),
+                   records.pack_end_request(request_id, app_status, protocol_status)]
         else:
             tail = records.pack_end_of_response(request_id, app_status, protocol_status)
-            out = records.pack_stream(RecordType.STDOUT, request_id, stdout) + tail if stdout else tail
+            if len(stdout) > LARGE_OUTPUT:
+                out = records.stream_parts(RecordType.STDOUT, request_id, stdout)
+                out.append(tail)
+            else:
+                out = [records.pack_stream(RecordType.STDOUT, request_id, stdout) + tail if stdout else tail]
         if request.state in DRAIN_ON_END and request.body_pending:
             request.state = RequestState.DRAINING  # Rule 4
         else:
@@ -337,6 +364,12 @@ class ApplicationConnection(_Side):
         if not request.keep_conn:
             self._closing = True
         return out
+
+
+def _joined(parts: list[bytes | memoryview]) -> bytes:
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        return parts[0]
+    return b"".join(parts)
 
 
 _ROLES = {int(role): role for role in Role}

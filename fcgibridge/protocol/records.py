@@ -75,19 +75,29 @@ def pack_stream(record_type: int, request_id: int, data: bytes | memoryview) -> 
 
     Empty ``data`` gives no record at all: an empty record would close the stream.
     """
-    if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
-        data = data.cast("B")  # lengths count bytes, not items
+    if type(data) is bytes and len(data) <= MAX_CONTENT_LEN:
+        return pack_record(record_type, request_id, data) if data else b""
+    return b"".join(stream_parts(record_type, request_id, data))
+
+
+def stream_parts(record_type: int, request_id: int, data: bytes | memoryview) -> list[bytes | memoryview]:
+    """:func:`pack_stream` as pieces to write one after the other (``writelines``): the
+    headers and padding, and ``data`` itself in slices, not copied."""
+    if type(data) is not bytes:
+        # A copy: the pieces may be written later, and the caller may change a buffer
+        # it lent (a memoryview of a bytearray also stops the bytearray from resizing).
+        data = data.tobytes() if isinstance(data, memoryview) else bytes(data)
     length = len(data)
-    if length <= MAX_CONTENT_LEN:
-        return pack_record(record_type, request_id, bytes(data)) if length else b""
-    view = memoryview(data)
     parts: list[bytes | memoryview] = []
+    view = memoryview(data)
     for start in range(0, length, CHUNK):
         piece = view[start : start + CHUNK]
-        parts.append(_HEADER.pack(FCGI_VERSION_1, record_type, request_id, len(piece), -len(piece) % 8))
+        size = len(piece)
+        parts.append(_HEADER.pack(FCGI_VERSION_1, record_type, request_id, size, -size % HEADER_LEN))
         parts.append(piece)
-        parts.append(_ZEROS[: -len(piece) % HEADER_LEN])
-    return b"".join(parts)
+        if size % HEADER_LEN:
+            parts.append(_ZEROS[: -size % HEADER_LEN])
+    return parts
 
 
 def pack_begin_request(request_id: int, role: int, keep_conn: bool) -> bytes:

@@ -153,7 +153,7 @@ class RequestStream:
             raise ClientDisconnected("the request was aborted or its connection closed")
         if data:
             self.started = True
-            self._conn.send(self._conn.core.send_stdout(self.request_id, data))
+            self._conn.send_parts(self._conn.core.send_stdout_parts(self.request_id, data))
 
     def write_stderr(self, data: bytes) -> None:
         if not self.closed and data:
@@ -165,7 +165,7 @@ class RequestStream:
             return
         self.started = self.started or bool(data)
         self.closed = True
-        self._conn.finish(self, self._conn.core.end_request(self.request_id, app_status, stdout=data))
+        self._conn.finish(self, self._conn.core.end_request_parts(self.request_id, app_status, stdout=data))
 
     def respond_error(self, status: int, message: str) -> None:
         """A whole plain-text error response, unless the response had started already."""
@@ -435,7 +435,7 @@ class FastCGIProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ the end of a request
 
-    def finish(self, stream: RequestStream, data: bytes) -> None:
+    def finish(self, stream: RequestStream, parts: list[bytes | memoryview]) -> None:
         """Called by :meth:`RequestStream.end` with the final bytes of a request."""
         # A stopping worker closes the connection after its last response. The FIN goes
         # out in the same segment as END_REQUEST (TCP_CORK), which narrows the moment in
@@ -444,7 +444,7 @@ class FastCGIProtocol(asyncio.Protocol):
         last = self.state.stopping and len(self.streams) == 1
         if last:
             self._cork(True)
-        self.send(data)
+        self.send_parts(parts)
         if self.flow.write_paused:
             self.flow.wake_writers()  # a writer waiting in drain() for this request must see it is over
         if not stream.keep_conn:
@@ -527,7 +527,17 @@ class FastCGIProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------- transport glue
 
-    def send(self, data: bytes) -> None:
+    def send_parts(self, parts: list[bytes | memoryview]) -> None:
+        """:meth:`send` for what the core gave as pieces: one ``writelines``, which
+        uvloop passes to one ``writev`` without copying them."""
+        if len(parts) == 1:
+            self.send(parts[0])
+            return
+        transport = self.transport
+        if parts and transport is not None and not transport.is_closing() and not self._eof_sent:
+            transport.writelines(parts)
+
+    def send(self, data: bytes | memoryview) -> None:
         """Write ``data``, unless the connection is closing or our FIN is out (nobody
         would read it)."""
         transport = self.transport
