@@ -41,11 +41,17 @@ COMPILED = [
 ]
 
 
+#: The setup.py commands that build the package (pip runs others too: egg_info,
+#: dist_info, the build requirements; those need no compiler).
+BUILDING = {"bdist_wheel", "build", "build_ext", "install", "editable_wheel"}
+
+
 def wanted() -> bool:
     setting = os.environ.get("FCGIBRIDGE_COMPILE", "")
-    if setting in ("0", "1"):
-        return setting == "1"
-    return "editable_wheel" not in sys.argv
+    commands = set(sys.argv[1:]) & BUILDING
+    if setting == "0" or not commands:
+        return False
+    return setting == "1" or "editable_wheel" not in commands
 
 
 def extensions() -> list[Any]:
@@ -53,10 +59,11 @@ def extensions() -> list[Any]:
         return []
     try:
         from mypyc.build import mypycify
-    except ImportError as exc:
-        print(f"fcgibridge: not compiling ({exc}); installing pure Python", file=sys.stderr)
+
+        return list(mypycify(COMPILED, opt_level="3", group_name="fcgibridge"))
+    except (Exception, SystemExit) as exc:  # no mypy, or it refused the code: mypycify exits
+        print(f"fcgibridge: not compiling ({exc!r}); installing pure Python", file=sys.stderr)
         return []
-    return list(mypycify(COMPILED, opt_level="3", group_name="fcgibridge"))
 
 
 class OptionalBuildExt(build_ext):
