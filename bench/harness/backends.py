@@ -197,9 +197,11 @@ def select(only: list[str]) -> list[Backend]:
 
 
 def environment() -> dict[str, str]:
-    """The backends' environment: bench/ (for ``apps``) and the repository root on PYTHONPATH."""
+    """The backends' environment: bench/ (for ``apps``) on PYTHONPATH. fcgibridge comes from
+    the venv (bench/run installs it, compiled), never from the tree, which may hold neither
+    the build nor the revision the report names."""
     env = dict(os.environ)
-    paths = [str(BENCH_DIR), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    paths = [str(BENCH_DIR), *filter(None, [env.get("PYTHONPATH")])]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("WEB_CONCURRENCY", None)
