@@ -32,6 +32,7 @@ COMPILED = [
     "fcgibridge/protocol/records.py",
     "fcgibridge/protocol/connection.py",
     "fcgibridge/cgi.py",
+    "fcgibridge/server/lifecycle.py",
     "fcgibridge/server/connection.py",
     "fcgibridge/server/environ.py",
     "fcgibridge/server/threadpool.py",

@@ -26,14 +26,21 @@ def reason_phrase(status: int) -> str:
     return _PHRASES.get(status, "")
 
 
+#: ``200`` -> ``b"Status: 200 OK\r\n"``, for every status with a reason phrase.
+_STATUS_LINES = {status: f"Status: {status} {phrase}\r\n".encode("latin-1") for status, phrase in _PHRASES.items()}
+
+
 def format_head(status: int | str, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The CGI head for ``status`` (``200`` or ``"200 OK"``) and byte header pairs.
 
     An explicit ``Status:`` line is always written: front ends disagree on the default.
     """
-    if isinstance(status, int):
-        status = f"{status} {reason_phrase(status)}".rstrip()
-    parts = [b"Status: ", status.encode("latin-1"), b"\r\n"]
+    line = _STATUS_LINES.get(status) if isinstance(status, int) else None
+    if line is None:
+        if isinstance(status, int):
+            status = f"{status} {reason_phrase(status)}".rstrip()
+        line = b"Status: " + status.encode("latin-1") + b"\r\n"
+    parts = [line]
     count = 0
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")

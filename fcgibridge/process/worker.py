@@ -40,7 +40,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..importer import LoadedApp
 from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
@@ -129,7 +129,7 @@ class Worker:
         state.idle.set()
         self._install_hooks(state)
         for sock in self.listeners:
-            factory = functools.partial(FastCGIProtocol, state)
+            factory = cast(Callable[[], asyncio.Protocol], functools.partial(FastCGIProtocol, state))
             if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog)
             else:

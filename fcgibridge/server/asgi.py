@@ -123,9 +123,10 @@ class ASGIAdapter(NoLifecycle):
 
     def start(self, stream: RequestStream) -> ASGIRequest:
         request = ASGIRequest(self, stream)
-        task = request.task = asyncio.get_running_loop().create_task(request.run())
+        # One name for all: asyncio would format a "Task-N" for each. The task leaves
+        # self.tasks at the end of run() (a done callback would cost a loop turn).
+        task = request.task = asyncio.get_running_loop().create_task(request.run(), name="fcgibridge-request")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
         return request
 
     async def drain(self, timeout: float) -> None:
@@ -167,6 +168,7 @@ class ASGIRequest:
         # may wait in several tasks); made only when one waits, which a small request never does.
         self._waiters: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
+        self.running = False  # run() has begun (so it will take its task out of adapter.tasks)
         self.call: Any = None  # what the app returned (its coroutine): the slow log shows its stack
 
     # ------------------------------------------------ RequestHandler (loop side)
@@ -191,6 +193,8 @@ class ASGIRequest:
     def cancel(self) -> bool:
         if self.task is not None:
             self.task.cancel()
+            if not self.running:  # cancelled before its first step: run() never gets to its finally
+                self.adapter.tasks.discard(self.task)
         return True
 
     def current_stack(self) -> str | None:
@@ -259,9 +263,10 @@ class ASGIRequest:
     # --------------------------------------------------------------------- run
 
     async def run(self) -> None:
+        self.running = True
         stream = self.stream
-        scope = asgi_scope(stream.params, stream.role, self.adapter.root_path, self.adapter.state)
         try:
+            scope = asgi_scope(stream.params, stream.role, self.adapter.root_path, self.adapter.state)
             self.call = self.adapter.app(scope, self.receive, self.send)  # type: ignore[arg-type]
             await self.call
         except ClientDisconnected:
@@ -273,13 +278,21 @@ class ASGIRequest:
             log.exception("error in ASGI app serving %s", stream.params.get("REQUEST_URI", "?"))
             self._finish_failed()
         else:
-            state = self.response
-            if state not in OVER:
-                if state is _STREAMING:
-                    log.error("ASGI app returned before finishing its response to %s", stream.params.get("REQUEST_URI"))
-                else:
-                    log.error("ASGI app returned without a response to %s", stream.params.get("REQUEST_URI", "?"))
-                self._finish_failed()
+            self._check_complete()
+        finally:
+            if self.task is not None:
+                self.adapter.tasks.discard(self.task)
+
+    def _check_complete(self) -> None:
+        """After the app returned: Rule 4 if its response is not complete."""
+        state = self.response
+        if state not in OVER:
+            uri = self.stream.params.get("REQUEST_URI", "?")
+            if state is _STREAMING:
+                log.error("ASGI app returned before finishing its response to %s", uri)
+            else:
+                log.error("ASGI app returned without a response to %s", uri)
+            self._finish_failed()
 
     def _finish_failed(self) -> None:
         """Rule 4: a 500 if nothing went out yet, else the response cut short."""

@@ -277,10 +277,15 @@ class FlowControl:
                 waiter.set_result(None)
 
 
-class FastCGIProtocol(asyncio.Protocol):
+class FastCGIProtocol:
     """One connection from a web server: bytes in, protocol events out, requests started
     and finished; closed when a request without KEEP_CONN, the protocol or a stopping
-    worker says so."""
+    worker says so.
+
+    An asyncio protocol by its methods (the event loops call them by name), not by
+    deriving from ``asyncio.Protocol``: compiled, a class with no Python base is a native
+    one, whose attributes and calls to itself skip the dictionary lookups.
+    """
 
     def __init__(self, state: WorkerState) -> None:
         self.state = state
