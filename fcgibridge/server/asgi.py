@@ -125,7 +125,7 @@ class ASGIAdapter(NoLifecycle):
         request = ASGIRequest(self, stream)
         # One name for all: asyncio would format a "Task-N" for each. The task leaves
         # self.tasks at the end of run() (a done callback would cost a loop turn).
-        task = request.task = asyncio.get_running_loop().create_task(request.run(), name="fcgibridge-request")
+        task = request.task = stream.loop.create_task(request.run(), name="fcgibridge-request")
         self.tasks.add(task)
         return request
 
@@ -214,7 +214,7 @@ class ASGIRequest:
     async def _wait(self) -> None:
         # Until the next _wake(). The caller checked its conditions with no await in
         # between, so no wake-up can be lost.
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self.stream.loop.create_future()
         self._waiters.append(waiter)
         await waiter
 

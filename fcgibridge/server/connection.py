@@ -142,6 +142,11 @@ class RequestStream:
         self._handler: RequestHandler | None = None
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop serving the request."""
+        return self._conn.running_loop()
+
+    @property
     def handler(self) -> RequestHandler | None:
         """What the app adapter gave back for this request; None once it was let go."""
         return self._handler
@@ -307,10 +312,14 @@ class FastCGIProtocol:
         self._close_pending = False
         self._drain_timer: asyncio.TimerHandle | None = None
         self._eof_sent = False
+        #: The loop serving the connection, from connection_made on. Asked once: on
+        #: Python 3.11, asyncio.get_running_loop() costs a getpid() system call each time.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.loop = asyncio.get_running_loop()
         self.transport = transport = cast(asyncio.Transport, transport)
         if not self._admit(transport):
             transport.abort()
@@ -500,7 +509,11 @@ class FastCGIProtocol:
         if transport.can_write_eof():
             transport.write_eof()
             self._eof_sent = True
-        self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, self.drop)
+        self._drain_timer = self.running_loop().call_later(DRAIN_TIMEOUT, self.drop)
+
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop serving the connection (the running one, for a connection no loop made)."""
+        return self.loop if self.loop is not None else asyncio.get_running_loop()
 
     def drop(self) -> None:
         """Drop the connection at once (a broken protocol, a drain that took too long,
@@ -526,7 +539,7 @@ class FastCGIProtocol:
             # Handle what was read before the pause first; not from here (an app's
             # receive() may be the caller), and reading stays paused until it is done.
             if self._dispatch_handle is None:
-                self._dispatch_handle = asyncio.get_running_loop().call_soon(self._dispatch)
+                self._dispatch_handle = self.running_loop().call_soon(self._dispatch)
             return
         self.flow.apply_reading(transport)
 

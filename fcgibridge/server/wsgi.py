@@ -136,7 +136,7 @@ class WSGIAdapter:
         }
 
     def start(self, stream: RequestStream) -> WSGIRequest:
-        loop = asyncio.get_running_loop()
+        loop = stream.loop
         request = WSGIRequest(self, stream, loop)
         if self.sync:
             # Decide once this read's events are handled: by then a small request's body
@@ -146,13 +146,12 @@ class WSGIAdapter:
             self.executor.submit(request.run)
         return request
 
-    def submit(self, call: Callable[[], None]) -> None:
-        """Run ``call`` in the pool (loop side); sync mode counts it as busy until done."""
+    def submit(self, call: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``call`` in the pool (on ``loop``'s thread); sync mode counts it as busy until done."""
         if not self.sync:
             self.executor.submit(call)
             return
         self.busy += 1
-        loop = asyncio.get_running_loop()
 
         def counted() -> None:
             try:
@@ -237,7 +236,7 @@ class WSGIRequest:
             self.output = _INLINE  # Rule 1
             self.run()
         else:
-            self.adapter.submit(self.run)
+            self.adapter.submit(self.run, self.loop)
 
     def run(self) -> None:
         """Call the app (in a pool thread, or inline on the loop in sync mode)."""
@@ -304,7 +303,7 @@ class WSGIRequest:
         """Sync mode: the web server reads slower than the app writes; go on in the pool
         thread, which can wait for it, instead of buffering the rest in memory (Rule 1)."""
         self.output = _QUEUED
-        self.adapter.submit(lambda: self._guarded(lambda: self._iterate(result, chunks)))
+        self.adapter.submit(lambda: self._guarded(lambda: self._iterate(result, chunks)), self.loop)
 
     def _fail(self) -> None:
         """A 500 if no byte of the response was written yet, else the response cut short."""
