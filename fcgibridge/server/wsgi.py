@@ -5,7 +5,10 @@ PHP-FPM child) a request whose body has fully arrived runs on the event loop
 thread itself, which saves two thread hand-offs per request; a request whose body is
 still arriving runs in the one pool thread, so it can start before the body is complete;
 and an inline response the web server is slow to read moves to that thread mid-way,
-keeping backpressure.
+keeping backpressure. The default mode (a pool of ``--threads``) runs a call inline
+the same way while the app keeps answering in under a millisecond, and gives the
+calls back to the pool as soon as one takes longer (:class:`InlinePolicy`;
+``--inline never`` keeps every call in the pool).
 
 The app thread never touches the transport. Its output is handed to the event loop
 through a small queue that coalesces whatever accumulated before the loop got to it,
@@ -15,10 +18,12 @@ fails with :class:`ClientDisconnected` once the request is aborted.
 
 The output of one call is in one :class:`Output` state; these rules move it:
 
-Rule 1. A call starts QUEUED, to run in a pool thread. In sync mode a call whose body
-        has arrived, with no other call busy, is INLINE instead: it runs on the event
-        loop and writes to the stream itself. An INLINE call the web server reads
-        slower than it writes is handed to the pool thread mid-way: QUEUED again.
+Rule 1. A call starts QUEUED, to run in a pool thread. A call whose body has arrived,
+        with no other call busy in the pool, is INLINE instead in sync mode, and in
+        the default mode while the app answers fast (:class:`InlinePolicy`): it runs
+        on the event loop and writes to the stream itself. An INLINE call the web
+        server reads slower than it writes, or (default mode) that runs too long, is
+        handed to a pool thread mid-way: QUEUED again.
 
 Rule 2. QUEUED: each write goes on the queue under the lock, and one flush of the queue
         is scheduled on the event loop unless one is already (``_scheduled``). The app
@@ -49,6 +54,7 @@ import enum
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -105,8 +111,57 @@ class FileWrapper:
             yield block
 
 
+class InlinePolicy:
+    """When a call of the default mode runs inline on the event loop (Rule 1).
+
+    A call handed to a pool thread costs two thread hand-offs, more than a fast app takes
+    to answer; a call run inline holds up every other request of the worker while it
+    runs. So calls go to the pool until :data:`STREAK` of them in a row took under
+    :data:`FAST` each; then they run inline (while no pool thread is busy and the body
+    is in), until one takes longer than :data:`SLOW`: that one is handed to the pool
+    mid-way if it is streaming, and the pool takes every call again for a while
+    (:data:`BACKOFF`, doubled at each such call, up to :data:`MAX_BACKOFF`). An app that
+    waits for anything (a database, a sleep, another server) so keeps its threads.
+    """
+
+    FAST = 0.001
+    SLOW = 0.002
+    STREAK = 50
+    BACKOFF = 10.0
+    MAX_BACKOFF = 3600.0
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.inline = False  # calls may run inline now
+        self._streak = 0  # pool calls in a row under FAST
+        self._strikes = 0  # inline calls that took longer than SLOW
+        self._retry_at = 0.0  # monotonic time before which calls stay in the pool
+        self._lock = threading.Lock()  # pool threads report too
+
+    def pool_call(self, seconds: float) -> None:
+        """A call in a pool thread took ``seconds`` (called from that thread)."""
+        with self._lock:
+            self._streak = self._streak + 1 if seconds < self.FAST else 0
+            if self._streak >= self.STREAK and time.monotonic() >= self._retry_at:
+                self.inline = True
+
+    def too_slow(self, started: float) -> bool:
+        """An inline call that began at ``started`` (``perf_counter``) took too long:
+        the pool takes the calls again (called from the loop thread)."""
+        if time.perf_counter() - started <= self.SLOW:
+            return False
+        with self._lock:
+            self.inline = False
+            self._streak = 0
+            self._strikes += 1
+            backoff = min(self.MAX_BACKOFF, self.BACKOFF * 2 ** min(self._strikes - 1, 20))
+            self._retry_at = time.monotonic() + backoff
+        return True
+
+
 class WSGIAdapter:
-    """Serves a WSGI app: each request runs in a thread of the pool."""
+    """Serves a WSGI app: each request runs in a thread of the pool, or inline on the
+    event loop (sync mode, and the default mode while the app answers fast)."""
 
     def __init__(
         self,
@@ -117,6 +172,7 @@ class WSGIAdapter:
         spool_threshold: int,
         multiprocess: bool = False,
         sync: bool = False,
+        inline: bool = True,
     ) -> None:
         self.app = app
         self.root_path = root_path
@@ -125,6 +181,10 @@ class WSGIAdapter:
         self.executor = ThreadPool(threads)
         self.sync = sync
         self.busy = 0  # sync mode: calls handed to the pool and not finished (loop side)
+        #: Default mode: when calls run inline (``--inline auto``; never with ``--inline never``).
+        self.policy = InlinePolicy(inline and not sync)
+        self.pool_busy = 0  # default mode with the policy: calls in pool threads (under _busy_lock)
+        self._busy_lock = threading.Lock()
         self.base = {
             "wsgi.version": (1, 0),
             "wsgi.errors": sys.stderr,
@@ -138,18 +198,27 @@ class WSGIAdapter:
     def start(self, stream: RequestStream) -> WSGIRequest:
         loop = stream.loop
         request = WSGIRequest(self, stream, loop)
-        if self.sync:
+        if self.sync or self.policy.inline:
             # Decide once this read's events are handled: by then a small request's body
             # (and the empty STDIN that ends it) has arrived in the same read.
             loop.call_soon(request.dispatch)
         else:
-            self.executor.submit(request.run)
+            self.submit(request.run, loop)
         return request
+
+    def runs_inline(self) -> bool:
+        """A call whose body is in may run inline now (Rule 1)."""
+        if self.sync:
+            return self.busy == 0
+        return self.policy.inline and self.pool_busy == 0
 
     def submit(self, call: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         """Run ``call`` in the pool (on ``loop``'s thread); sync mode counts it as busy until done."""
         if not self.sync:
-            self.executor.submit(call)
+            if self.policy.enabled:
+                self._submit_timed(call)
+            else:
+                self.executor.submit(call)
             return
         self.busy += 1
 
@@ -161,6 +230,22 @@ class WSGIAdapter:
                     loop.call_soon_threadsafe(self._pool_done)
 
         self.executor.submit(counted)
+
+    def _submit_timed(self, call: Callable[[], None]) -> None:
+        """Default mode: run ``call`` in the pool, counted as busy, and tell the policy how long it took."""
+        with self._busy_lock:
+            self.pool_busy += 1
+
+        def timed() -> None:
+            started = time.perf_counter()
+            try:
+                call()
+            finally:
+                self.policy.pool_call(time.perf_counter() - started)
+                with self._busy_lock:
+                    self.pool_busy -= 1
+
+        self.executor.submit(timed)
 
     def _pool_done(self) -> None:
         self.busy -= 1
@@ -198,6 +283,7 @@ class WSGIRequest:
         self._scheduled = False  # a flush of the queue is scheduled on the loop
         self._app_status = 0
         self.thread_id = 0  # the thread running the app (the slow log prints its stack)
+        self.started = 0.0  # perf_counter() when an inline call began
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -229,12 +315,15 @@ class WSGIRequest:
     # --------------------------------------------------------- app thread side
 
     def dispatch(self) -> None:
-        """Sync mode (loop side): run now, inline, or queue for the pool thread."""
+        """Loop side: run now, inline, or queue for the pool (Rule 1)."""
         if self.output is _GONE:  # refused or aborted before it started: the app need not run
             self.body.close()
-        elif self.body.complete and self.adapter.busy == 0:
+        elif self.body.complete and self.adapter.runs_inline():
             self.output = _INLINE  # Rule 1
+            self.started = time.perf_counter()
             self.run()
+            if self.output is not _QUEUED:  # not handed off mid-way: the whole call was inline
+                self._too_slow()
         else:
             self.adapter.submit(self.run, self.loop)
 
@@ -286,7 +375,7 @@ class WSGIRequest:
             for chunk in chunks:
                 if chunk:
                     self._write(chunk)
-                if self.output is _INLINE and not self.stream.writable:
+                if self.output is _INLINE and (not self.stream.writable or self._too_slow()):
                     handed_off = True
                     self._hand_off(result, chunks)
                     return True
@@ -298,6 +387,11 @@ class WSGIRequest:
             raise RuntimeError("the WSGI app returned without calling start_response")
         self._send(b"" if self.head_sent else self._head(), end=True)
         return False
+
+    def _too_slow(self) -> bool:
+        """Default mode: this inline call has run too long; the rest goes to the pool."""
+        policy = self.adapter.policy
+        return policy.enabled and policy.too_slow(self.started)
 
     def _hand_off(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> None:
         """Sync mode: the web server reads slower than the app writes; go on in the pool
