@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import resource
 import sys
 import threading
 import time
@@ -111,6 +112,10 @@ class FileWrapper:
             yield block
 
 
+#: Per-thread resource usage: Linux has it (elsewhere any slow inline call counts as waiting).
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+
+
 class InlinePolicy:
     """When a call of the default mode runs inline on the event loop (Rule 1).
 
@@ -118,10 +123,12 @@ class InlinePolicy:
     to answer; a call run inline holds up every other request of the worker while it
     runs. So calls go to the pool until :data:`STREAK` of them in a row took under
     :data:`FAST` each; then they run inline (while no pool thread is busy and the body
-    is in), until one takes longer than :data:`SLOW`: that one is handed to the pool
-    mid-way if it is streaming, and the pool takes every call again for a while
-    (:data:`BACKOFF`, doubled at each such call, up to :data:`MAX_BACKOFF`). An app that
-    waits for anything (a database, a sleep, another server) so keeps its threads.
+    is in), until one takes longer than :data:`SLOW` and waited meanwhile (the thread
+    gave up the CPU: a voluntary context switch; a call that was only preempted on a
+    busy machine did not wait): that one is handed to the pool mid-way if it is
+    streaming, and the pool takes every call again for a while (:data:`BACKOFF`,
+    doubled at each such call, up to :data:`MAX_BACKOFF`). An app that waits for
+    anything (a database, a sleep, another server) so keeps its threads.
     """
 
     FAST = 0.001
@@ -145,11 +152,19 @@ class InlinePolicy:
             if self._streak >= self.STREAK and time.monotonic() >= self._retry_at:
                 self.inline = True
 
-    def too_slow(self, started: float) -> bool:
-        """An inline call that began at ``started`` (``perf_counter``) took too long:
-        the pool takes the calls again (called from the loop thread)."""
+    @staticmethod
+    def waits() -> int:
+        """How often this thread has given up the CPU so far (its voluntary context switches)."""
+        return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw if _RUSAGE_THREAD is not None else 0
+
+    def too_slow(self, started: float, waits: int) -> bool:
+        """An inline call that began at ``started`` (``perf_counter``), when :meth:`waits`
+        was ``waits``, took too long and waited: the pool takes the calls again (called
+        from the loop thread)."""
         if time.perf_counter() - started <= self.SLOW:
             return False
+        if _RUSAGE_THREAD is not None and self.waits() == waits:
+            return False  # it ran the whole time, or was preempted: the pool would not help
         with self._lock:
             self.inline = False
             self._streak = 0
@@ -283,7 +298,8 @@ class WSGIRequest:
         self._scheduled = False  # a flush of the queue is scheduled on the loop
         self._app_status = 0
         self.thread_id = 0  # the thread running the app (the slow log prints its stack)
-        self.started = 0.0  # perf_counter() when an inline call began
+        self.started = 0.0  # perf_counter() when an inline call began (default mode)
+        self.waits = 0  # the loop thread's voluntary context switches then
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -320,7 +336,9 @@ class WSGIRequest:
             self.body.close()
         elif self.body.complete and self.adapter.runs_inline():
             self.output = _INLINE  # Rule 1
-            self.started = time.perf_counter()
+            policy = self.adapter.policy
+            if policy.enabled:
+                self.started, self.waits = time.perf_counter(), policy.waits()
             self.run()
             if self.output is not _QUEUED:  # not handed off mid-way: the whole call was inline
                 self._too_slow()
@@ -391,7 +409,7 @@ class WSGIRequest:
     def _too_slow(self) -> bool:
         """Default mode: this inline call has run too long; the rest goes to the pool."""
         policy = self.adapter.policy
-        return policy.enabled and policy.too_slow(self.started)
+        return policy.enabled and policy.too_slow(self.started, self.waits)
 
     def _hand_off(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> None:
         """Sync mode: the web server reads slower than the app writes; go on in the pool

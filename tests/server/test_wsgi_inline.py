@@ -45,9 +45,11 @@ def test_a_slow_inline_call_gives_the_calls_back_to_the_pool_for_a_doubling_whil
         for _ in range(InlinePolicy.STREAK):
             policy.pool_call(0.0001)
         assert policy.inline
-        assert not policy.too_slow(time.perf_counter())  # a quick one changes nothing
+        assert not policy.too_slow(time.perf_counter(), policy.waits())  # a quick one changes nothing
+        # A long one that never gave up the CPU (it computed, or was preempted) neither.
+        assert not policy.too_slow(time.perf_counter() - InlinePolicy.SLOW * 2, policy.waits())
         before = time.monotonic()
-        assert policy.too_slow(time.perf_counter() - InlinePolicy.SLOW * 2)
+        assert policy.too_slow(time.perf_counter() - InlinePolicy.SLOW * 2, policy.waits() - 1)
         assert not policy.inline
         backoffs.append(policy._retry_at - before)
         for _ in range(InlinePolicy.STREAK):  # quick pool calls during the back-off do not count
