@@ -21,7 +21,9 @@ The output of one call is in one :class:`Output` state; these rules move it:
 Rule 1. A call starts QUEUED, to run in a pool thread. A call whose body has arrived,
         with no other call busy in the pool, is INLINE instead in sync mode, and in
         the default mode while the app answers fast (:class:`InlinePolicy`): it runs
-        on the event loop and writes to the stream itself. An INLINE call the web
+        on the event loop and writes to the stream itself. In those modes a call with
+        a small body still arriving (:data:`INLINE_BODY`) waits for it before it is
+        placed. An INLINE call the web
         server reads slower than it writes, or (default mode) that runs too long, is
         handed to a pool thread mid-way: QUEUED again.
 
@@ -75,6 +77,12 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 #: Output bytes an app thread may have queued before it waits for the event loop.
 HIGH_WATER = 256 * 1024
+
+#: A body declared (CONTENT_LENGTH) up to this size is awaited whole before a call that
+#: may run inline is placed (Rule 1): the web server sends it at once, and a call that
+#: waits for it holds no thread. A larger one, or one of unknown length, starts in a
+#: pool thread as it arrives, so the app reads it while it streams in.
+INLINE_BODY = 256 * 1024
 
 _INTERNAL_ERROR = error_response(500)
 
@@ -300,6 +308,7 @@ class WSGIRequest:
         self.thread_id = 0  # the thread running the app (the slow log prints its stack)
         self.started = 0.0  # perf_counter() when an inline call began (default mode)
         self.waits = 0  # the loop thread's voluntary context switches then
+        self.awaits_body = False  # placed once its body is in (Rule 1)
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -312,6 +321,9 @@ class WSGIRequest:
 
     def end_body(self) -> None:
         self.body.end()
+        if self.awaits_body:  # Rule 1: the call waited for its body; place it now
+            self.awaits_body = False
+            self.loop.call_soon(self.dispatch)
 
     def disconnect(self) -> None:
         self.body.abort()
@@ -334,6 +346,8 @@ class WSGIRequest:
         """Loop side: run now, inline, or queue for the pool (Rule 1)."""
         if self.output is _GONE:  # refused or aborted before it started: the app need not run
             self.body.close()
+        elif not self.body.complete and self._may_await_body():
+            self.awaits_body = True  # end_body() dispatches again
         elif self.body.complete and self.adapter.runs_inline():
             self.output = _INLINE  # Rule 1
             policy = self.adapter.policy
@@ -344,6 +358,13 @@ class WSGIRequest:
                 self._too_slow()
         else:
             self.adapter.submit(self.run, self.loop)
+
+    def _may_await_body(self) -> bool:
+        """A small body the call may wait for before it is placed (:data:`INLINE_BODY`)."""
+        if not (self.adapter.sync or self.adapter.policy.inline):
+            return False
+        length = self.stream.params.get("CONTENT_LENGTH", "")
+        return length.isascii() and length.isdigit() and int(length) <= INLINE_BODY
 
     def run(self) -> None:
         """Call the app (in a pool thread, or inline on the loop in sync mode)."""

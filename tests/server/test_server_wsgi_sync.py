@@ -1,7 +1,8 @@
 """WSGI sync mode (``--sync``): one call at a time, inline on the loop when the body is in.
 
-Through real sockets: where each call runs, that calls never overlap, that a body still
-arriving goes to the pool thread (so the app starts before it is complete), and that an
+Through real sockets: where each call runs, that calls never overlap, that a large body
+still arriving goes to the pool thread (so the app starts before it is complete) while a
+small one is awaited and then run inline, and that an
 inline response the web server reads slowly moves to the pool thread and arrives whole.
 """
 
@@ -18,6 +19,7 @@ from wsgiref.validate import validator
 from support import RawConnection, serve
 
 from fcgibridge.client import FastCGIClient
+from fcgibridge.server.wsgi import INLINE_BODY
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -71,7 +73,7 @@ def test_the_validator_finds_nothing_wrong_in_sync_mode() -> None:
         assert client.request("GET", "/v").body == b"len=0"
 
 
-def test_a_body_still_arriving_goes_to_the_pool_thread_and_the_app_starts_before_it_ends() -> None:
+def test_a_large_body_still_arriving_goes_to_the_pool_thread_and_the_app_starts_before_it_ends() -> None:
     first_line = threading.Event()
     where: list[str] = []
 
@@ -84,13 +86,35 @@ def test_a_body_still_arriving_goes_to_the_pool_thread_and_the_app_starts_before
         return [b"%d+%d" % (len(line), len(rest))]
 
     with serve(app, sync=True) as server, RawConnection(server.address) as conn:
-        request_id = conn.begin("POST", "/upload", headers=(("Content-Length", "1006"),))
+        rest = INLINE_BODY  # with the first line, more than a body the call would wait for
+        request_id = conn.begin("POST", "/upload", headers=(("Content-Length", str(6 + rest)),))
         conn.send_stdin(request_id, b"hello\n")
         assert first_line.wait(5), "the app did not start before the body was complete"
+        conn.end_stdin(request_id, b"y" * rest)
+        conn.wait_end(request_id)
+        assert conn.response(request_id)[1] == b"6+%d" % rest
+    assert where[0].startswith("fcgibridge-wsgi")
+
+
+def test_a_small_body_still_arriving_is_awaited_then_the_call_runs_inline() -> None:
+    where: list[tuple[str, int]] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        body = environ["wsgi.input"].read()
+        where.append((threading.current_thread().name, len(body)))
+        start_response("200 OK", [])
+        return [body[:5]]
+
+    with serve(app, sync=True) as server, RawConnection(server.address) as conn:
+        request_id = conn.begin("POST", "/form", headers=(("Content-Length", "1006"),))
+        conn.send_stdin(request_id, b"hello\n")
+        time.sleep(0.2)
+        assert where == [], "the call was placed before its small body was in"
         conn.end_stdin(request_id, b"y" * 1000)
         conn.wait_end(request_id)
-        assert conn.response(request_id)[1] == b"6+1000"
-    assert where[0].startswith("fcgibridge-wsgi")
+        assert conn.response(request_id)[1] == b"hello"
+    assert len(where) == 1 and where[0][1] == 1006
+    assert not where[0][0].startswith("fcgibridge-wsgi"), where
 
 
 def test_calls_never_overlap_under_concurrent_uploads_and_gets() -> None:
