@@ -131,7 +131,9 @@ class InlinePolicy:
     to answer; a call run inline holds up every other request of the worker while it
     runs. So calls go to the pool until :data:`STREAK` of them in a row took under
     :data:`FAST` each; then they run inline (while no pool thread is busy and the body
-    is in), until one takes longer than :data:`SLOW` and waited meanwhile (the thread
+    is in; one call in :data:`PROBE_EVERY` runs inline as a trial meanwhile, and a trial
+    that is not too slow counts as such a call too), until one takes longer than
+    :data:`SLOW` and waited meanwhile (the thread
     gave up the CPU: a voluntary context switch; a call that was only preempted on a
     busy machine did not wait): that one is handed to the pool mid-way if it is
     streaming, and the pool takes every call again for a while (:data:`BACKOFF`,
@@ -142,13 +144,15 @@ class InlinePolicy:
     FAST = 0.001
     SLOW = 0.002
     STREAK = 50
+    PROBE_EVERY = 10
     BACKOFF = 10.0
     MAX_BACKOFF = 3600.0
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.inline = False  # calls may run inline now
-        self._streak = 0  # pool calls in a row under FAST
+        self._streak = 0  # calls in a row under FAST (pool) or not too slow (inline)
+        self._placed = 0  # calls placed while they go to the pool (for the trials)
         self._strikes = 0  # inline calls that took longer than SLOW
         self._retry_at = 0.0  # monotonic time before which calls stay in the pool
         self._lock = threading.Lock()  # pool threads report too
@@ -157,8 +161,24 @@ class InlinePolicy:
         """A call in a pool thread took ``seconds`` (called from that thread)."""
         with self._lock:
             self._streak = self._streak + 1 if seconds < self.FAST else 0
-            if self._streak >= self.STREAK and time.monotonic() >= self._retry_at:
-                self.inline = True
+            self._maybe_inline()
+
+    def probe(self) -> bool:
+        """While the calls go to the pool: may this one run inline, as a trial? (One in
+        :data:`PROBE_EVERY`, outside a back-off.) Under load a quick call can take longer
+        than FAST in a pool thread, waiting for the interpreter lock; inline it cannot."""
+        self._placed += 1
+        return self._placed % self.PROBE_EVERY == 0 and time.monotonic() >= self._retry_at
+
+    def quick_inline_call(self) -> None:
+        """An inline call (a trial or not) did not take too long (loop thread)."""
+        with self._lock:
+            self._streak += 1
+            self._maybe_inline()
+
+    def _maybe_inline(self) -> None:
+        if self._streak >= self.STREAK and time.monotonic() >= self._retry_at:
+            self.inline = True
 
     @staticmethod
     def waits() -> int:
@@ -221,7 +241,7 @@ class WSGIAdapter:
     def start(self, stream: RequestStream) -> WSGIRequest:
         loop = stream.loop
         request = WSGIRequest(self, stream, loop)
-        if self.sync or self.policy.inline:
+        if self.sync or self.policy.enabled:
             # Decide once this read's events are handled: by then a small request's body
             # (and the empty STDIN that ends it) has arrived in the same read.
             loop.call_soon(request.dispatch)
@@ -229,11 +249,14 @@ class WSGIAdapter:
             self.submit(request.run, loop)
         return request
 
+    def may_run_inline(self) -> bool:
+        """A call placed now may run inline, once its body is in (Rule 1): always in
+        sync mode; in the default mode while the policy says so, or as its trial."""
+        return self.sync or (self.policy.enabled and (self.policy.inline or self.policy.probe()))
+
     def runs_inline(self) -> bool:
-        """A call whose body is in may run inline now (Rule 1)."""
-        if self.sync:
-            return self.busy == 0
-        return self.policy.inline and self.pool_busy == 0
+        """Such a call whose body is in runs inline now: no other call is in the pool."""
+        return self.busy == 0 if self.sync else self.pool_busy == 0
 
     def submit(self, call: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         """Run ``call`` in the pool (on ``loop``'s thread); sync mode counts it as busy until done."""
@@ -309,6 +332,7 @@ class WSGIRequest:
         self.started = 0.0  # perf_counter() when an inline call began (default mode)
         self.waits = 0  # the loop thread's voluntary context switches then
         self.awaits_body = False  # placed once its body is in (Rule 1)
+        self.candidate: bool | None = None  # may run inline (decided when first placed)
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -344,9 +368,13 @@ class WSGIRequest:
 
     def dispatch(self) -> None:
         """Loop side: run now, inline, or queue for the pool (Rule 1)."""
+        if self.candidate is None:
+            self.candidate = self.adapter.may_run_inline()
         if self.output is _GONE:  # refused or aborted before it started: the app need not run
             self.body.close()
-        elif not self.body.complete and self._may_await_body():
+        elif not self.candidate:
+            self.adapter.submit(self.run, self.loop)
+        elif not self.body.complete and self._small_body():
             self.awaits_body = True  # end_body() dispatches again
         elif self.body.complete and self.adapter.runs_inline():
             self.output = _INLINE  # Rule 1
@@ -354,15 +382,13 @@ class WSGIRequest:
             if policy.enabled:
                 self.started, self.waits = time.perf_counter(), policy.waits()
             self.run()
-            if self.output is not _QUEUED:  # not handed off mid-way: the whole call was inline
-                self._too_slow()
+            if self.output is not _QUEUED and policy.enabled and not self._too_slow():
+                policy.quick_inline_call()  # not handed off mid-way, nor slow
         else:
             self.adapter.submit(self.run, self.loop)
 
-    def _may_await_body(self) -> bool:
-        """A small body the call may wait for before it is placed (:data:`INLINE_BODY`)."""
-        if not (self.adapter.sync or self.adapter.policy.inline):
-            return False
+    def _small_body(self) -> bool:
+        """A body small enough for the call to wait for before it is placed (:data:`INLINE_BODY`)."""
         length = self.stream.params.get("CONTENT_LENGTH", "")
         return length.isascii() and length.isdigit() and int(length) <= INLINE_BODY
 

@@ -145,3 +145,16 @@ def test_sync_mode_is_not_the_policy(sync: bool) -> None:
         assert adapter.policy.enabled is not sync
     finally:
         adapter.close()
+
+
+def test_one_call_in_probe_every_is_a_trial_and_none_during_a_back_off() -> None:
+    policy = InlinePolicy(True)
+    trials = [policy.probe() for _ in range(InlinePolicy.PROBE_EVERY * 3)]
+    assert trials.count(True) == 3 and trials[InlinePolicy.PROBE_EVERY - 1]
+    for _ in range(InlinePolicy.STREAK - 1):
+        policy.quick_inline_call()
+    assert not policy.inline
+    policy.quick_inline_call()  # trials that were quick count towards the streak
+    assert policy.inline
+    assert policy.too_slow(time.perf_counter() - InlinePolicy.SLOW * 2, policy.waits() - 1)
+    assert not any(policy.probe() for _ in range(InlinePolicy.PROBE_EVERY * 3))
