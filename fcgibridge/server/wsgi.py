@@ -129,8 +129,8 @@ class InlinePolicy:
 
     A call handed to a pool thread costs two thread hand-offs, more than a fast app takes
     to answer; a call run inline holds up every other request of the worker while it
-    runs. So calls go to the pool until :data:`STREAK` of them in a row took under
-    :data:`FAST` each; then they run inline (while no pool thread is busy and the body
+    runs. So calls go to the pool until :data:`STREAK` of them took under :data:`FAST`
+    each, with no inline call too slow in between; then they run inline (while no pool thread is busy and the body
     is in; one call in :data:`PROBE_EVERY` runs inline as a trial meanwhile, and a trial
     that is not too slow counts as such a call too), until one takes longer than
     :data:`SLOW` and waited meanwhile (the thread
@@ -158,9 +158,13 @@ class InlinePolicy:
         self._lock = threading.Lock()  # pool threads report too
 
     def pool_call(self, seconds: float) -> None:
-        """A call in a pool thread took ``seconds`` (called from that thread)."""
+        """A call in a pool thread took ``seconds`` (called from that thread). A quick one
+        counts towards the streak; a slow one proves nothing (it may have waited for the
+        interpreter lock): only an inline call that waited ends the streak."""
+        if seconds >= self.FAST:
+            return
         with self._lock:
-            self._streak = self._streak + 1 if seconds < self.FAST else 0
+            self._streak += 1
             self._maybe_inline()
 
     def probe(self) -> bool:

@@ -29,13 +29,20 @@ def test_calls_go_inline_after_a_streak_of_quick_pool_calls_only() -> None:
     policy = InlinePolicy(True)
     for _ in range(InlinePolicy.STREAK - 1):
         policy.pool_call(0.0001)
-    assert not policy.inline
-    policy.pool_call(InlinePolicy.FAST * 2)  # a slow one starts the streak over
-    for _ in range(InlinePolicy.STREAK - 1):
-        policy.pool_call(0.0001)
+        policy.pool_call(InlinePolicy.FAST * 2)  # a slow one in the pool neither counts nor ends the streak
     assert not policy.inline
     policy.pool_call(0.0001)
     assert policy.inline
+
+
+def test_an_inline_call_too_slow_ends_the_streak() -> None:
+    policy = InlinePolicy(True)
+    for _ in range(InlinePolicy.STREAK - 1):
+        policy.pool_call(0.0001)
+    assert policy.too_slow(time.perf_counter() - InlinePolicy.SLOW * 2, policy.waits() - 1)
+    policy._retry_at = 0.0
+    policy.pool_call(0.0001)
+    assert not policy.inline
 
 
 def test_a_slow_inline_call_gives_the_calls_back_to_the_pool_for_a_doubling_while() -> None:
