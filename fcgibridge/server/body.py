@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -43,6 +44,9 @@ class BlockingBody:
         self._spool_read = 0
         self._eof = False
         self._gone = False
+        #: ``perf_counter()`` when the last byte came (0 until then): how long the app
+        #: took is counted from here, not from while it waited for the web server.
+        self.ended_at = 0.0
 
     # ----------------------------------------------------------- event loop side
 
@@ -72,6 +76,7 @@ class BlockingBody:
     def end(self) -> None:
         with self._cond:
             self._eof = True
+            self.ended_at = time.perf_counter()
             self._cond.notify_all()
 
     def close(self) -> None:

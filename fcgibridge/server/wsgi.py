@@ -282,20 +282,19 @@ class WSGIAdapter:
         self.executor.submit(counted)
 
     def _submit_timed(self, call: Callable[[], None]) -> None:
-        """Default mode: run ``call`` in the pool, counted as busy, and tell the policy how long it took."""
+        """Default mode: run ``call`` in the pool, counted as busy (it reports its time
+        to the policy itself: :meth:`WSGIRequest.run`)."""
         with self._busy_lock:
             self.pool_busy += 1
 
-        def timed() -> None:
-            started = time.perf_counter()
+        def counted() -> None:
             try:
                 call()
             finally:
-                self.policy.pool_call(time.perf_counter() - started)
                 with self._busy_lock:
                     self.pool_busy -= 1
 
-        self.executor.submit(timed)
+        self.executor.submit(counted)
 
     def _pool_done(self) -> None:
         self.busy -= 1
@@ -402,7 +401,14 @@ class WSGIRequest:
         if self.output is _GONE:  # aborted (or refused) while waiting for a thread: the app need not run
             self.body.close()
             return
+        policy = self.adapter.policy
+        if self.output is _INLINE or not policy.enabled:
+            self._guarded(self._call_app)
+            return
+        started = time.perf_counter()
         self._guarded(self._call_app)
+        # From when the body was in: waiting for the web server to send it is not the app's time.
+        policy.pool_call(time.perf_counter() - max(started, self.body.ended_at))
 
     def _guarded(self, work: Callable[[], bool]) -> None:
         """Run ``work`` (which returns True when it handed the rest to another thread),
