@@ -54,15 +54,16 @@ class ObservedStream(RequestStream):
         super().write(data)
         self._count(data)
 
-    def end(self, data: bytes = b"", app_status: int = 0) -> None:
+    def end(self, data: bytes = b"", app_status: int = 0, head: bytes = b"") -> None:
         if not self.closed:
+            self._count(head)
             self._count(data)
             observer = self._conn.state.observer
             if isinstance(observer, Observer):
                 # The scoreboard first: once the web server has the answer, a status
                 # request it sends next (to any worker) must count this one as served.
                 observer.book(self)
-        super().end(data, app_status)
+        super().end(data, app_status, head)
 
     def _count(self, data: bytes) -> None:
         self.sent += len(data)

@@ -333,10 +333,18 @@ class ApplicationConnection(_Side):
         app_status: int = 0,
         *,
         stdout: bytes | memoryview = b"",
+        head: bytes = b"",
         protocol_status: ProtocolStatus = ProtocolStatus.REQUEST_COMPLETE,
     ) -> list[bytes | memoryview]:
         """:meth:`end_request` as pieces to write one after the other (``writelines``):
-        ``stdout`` larger than :data:`LARGE_OUTPUT` is not copied."""
+        ``stdout`` larger than :data:`LARGE_OUTPUT` is not copied. ``head`` goes out
+        before ``stdout`` (a response head: in a record of its own before a large
+        ``stdout``, joined to a small one)."""
+        if head:
+            if len(stdout) <= LARGE_OUTPUT:
+                stdout, head = head + stdout, b""
+            else:
+                head = records.pack_stream(RecordType.STDOUT, request_id, head)
         request = self._requests.get(request_id)
         if request is None:
             raise LocalProtocolError(f"END_REQUEST for request {request_id}, which is not active (ended already?)")
@@ -346,7 +354,7 @@ class ApplicationConnection(_Side):
         if request.state is RequestState.ABORTED:
             out = [records.pack_end_request(request_id, app_status, protocol_status)]
         elif request.stderr_open:
-            out = [*records.stream_parts(RecordType.STDOUT, request_id, stdout),
+            out = [head, *records.stream_parts(RecordType.STDOUT, request_id, stdout),
                    records.pack_record(RecordType.STDOUT, request_id),
                    records.pack_record(RecordType.STDERR, request_id),
                    records.pack_end_request(request_id, app_status, protocol_status)]
@@ -354,6 +362,8 @@ class ApplicationConnection(_Side):
             tail = records.pack_end_of_response(request_id, app_status, protocol_status)
             if len(stdout) > LARGE_OUTPUT:
                 out = records.stream_parts(RecordType.STDOUT, request_id, stdout)
+                if head:
+                    out.insert(0, head)
                 out.append(tail)
             else:
                 out = [records.pack_stream(RecordType.STDOUT, request_id, stdout) + tail if stdout else tail]

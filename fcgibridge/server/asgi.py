@@ -248,16 +248,16 @@ class ASGIRequest:
             return
         # Rule 2
         body = message.get("body", b"")
-        if state is _HELD:
-            body = self.head + body
         if message.get("more_body", False):
+            if state is _HELD:
+                body = self.head + body
             self.response = _STREAMING
             if body:
                 self.stream.write(body)
                 await self.stream.drain()
             return
         self.response = _COMPLETE
-        self.stream.end(body)
+        self.stream.end(body, head=self.head if state is _HELD else b"")
         self._wake()
 
     # --------------------------------------------------------------------- run

@@ -164,13 +164,15 @@ class RequestStream:
         if not self.closed and data:
             self._conn.send(self._conn.core.send_stderr(self.request_id, data))
 
-    def end(self, data: bytes = b"", app_status: int = 0) -> None:
-        """Send the last bytes and END_REQUEST, in one write."""
+    def end(self, data: bytes = b"", app_status: int = 0, head: bytes = b"") -> None:
+        """Send the last bytes (after ``head``, a response head not joined to a large
+        ``data``) and END_REQUEST, in one write."""
         if self.closed:
             return
-        self.started = self.started or bool(data)
+        self.started = self.started or bool(data) or bool(head)
         self.closed = True
-        self._conn.finish(self, self._conn.core.end_request_parts(self.request_id, app_status, stdout=data))
+        parts = self._conn.core.end_request_parts(self.request_id, app_status, stdout=data, head=head)
+        self._conn.finish(self, parts)
 
     def respond_error(self, status: int, message: str) -> None:
         """A whole plain-text error response, unless the response had started already."""

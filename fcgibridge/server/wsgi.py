@@ -438,7 +438,12 @@ class WSGIRequest:
             # The usual answer, ``[body]``: head, body and END_REQUEST leave in one write.
             body = result[0]
             if type(body) is bytes and len(body) <= HIGH_WATER:
-                self._send(self._head() + body, end=True)
+                if self.output is _INLINE:  # the head in a record of its own: the body is not copied
+                    self.output = _ENDED  # Rule 4
+                    self.head_sent = True
+                    self.stream.end(body, self._app_status, head=self._head())
+                else:
+                    self._send(self._head() + body, end=True)
                 return False
         return self._iterate(result, iter(result))
 

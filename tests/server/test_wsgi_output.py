@@ -29,8 +29,8 @@ class FakeStream(RequestStream):
     def write(self, data: bytes) -> None:
         self.out.append(("write", data, 0))
 
-    def end(self, data: bytes = b"", app_status: int = 0) -> None:
-        self.out.append(("end", data, app_status))
+    def end(self, data: bytes = b"", app_status: int = 0, head: bytes = b"") -> None:
+        self.out.append(("end", head + data, app_status))
 
     async def drain(self) -> None:
         await self.drained.wait()
