@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fcgibridge",
         description="Serve a WSGI or ASGI application over FastCGI. "
-        "(To talk to a FastCGI server instead, see: fcgibridge request --help.)",
+        "(To talk to a FastCGI server instead, see: fcgibridge request --help; to load one "
+        "and time it, fcgibridge bench --help.)",
         epilog=f"Every option can also be set in {CONFIG_FILE} (or under [tool.fcgibridge] in "
         f"{PYPROJECT_FILE}) as name = value, and in the environment as {ENV_PREFIX}NAME. "
         "The command line beats the environment, which beats the file.",
