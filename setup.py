@@ -61,7 +61,7 @@ def extensions() -> list[Any]:
     try:
         from mypyc.build import mypycify
 
-        return list(mypycify(COMPILED, opt_level="3", group_name="fcgibridge"))
+        return list(mypycify(COMPILED, opt_level="3", group_name="fcgibridge.compiled"))
     except (Exception, SystemExit) as exc:  # no mypy, or it refused the code: mypycify exits
         print(f"fcgibridge: not compiling ({exc!r}); installing pure Python", file=sys.stderr)
         return []

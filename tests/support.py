@@ -429,6 +429,6 @@ def lib_for_another_user(directory: Path, *files: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "fcgibridge", lib / "fcgibridge", ignore=ignore)
     shutil.copytree(Path(asgiref.__file__).parent, lib / "asgiref", ignore=ignore)
-    for file in [Path(mypy_extensions.__file__), *ROOT.glob("fcgibridge__mypyc.*"), *files]:
+    for file in [Path(mypy_extensions.__file__), *files]:
         shutil.copy(file, lib)
     return lib
