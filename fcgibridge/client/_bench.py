@@ -232,7 +232,7 @@ class _Connection(asyncio.Protocol):
         tally = self.load.tally
         tally.total_bytes += len(data)
         try:
-            records = self.reader.feed(data)
+            records = self.reader.feed_raw(data)
         except RemoteProtocolError as exc:
             self._fail_all("protocol", f"broke the FastCGI protocol: {exc}")
             return
