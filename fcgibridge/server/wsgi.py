@@ -61,7 +61,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from ..cgi import error_response, format_head
 from ..protocol import Role
@@ -141,12 +141,12 @@ class InlinePolicy:
     anything (a database, a sleep, another server) so keeps its threads.
     """
 
-    FAST = 0.001
-    SLOW = 0.002
-    STREAK = 50
-    PROBE_EVERY = 10
-    BACKOFF = 10.0
-    MAX_BACKOFF = 3600.0
+    FAST: Final = 0.001
+    SLOW: Final = 0.002
+    STREAK: Final = 50
+    PROBE_EVERY: Final = 10
+    BACKOFF: Final = 10.0
+    MAX_BACKOFF: Final = 3600.0
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled

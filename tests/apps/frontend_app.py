@@ -101,6 +101,10 @@ def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Any:
         return _wsgi_stream(query.get("gate", ""))
     if path == "/boom":
         raise RuntimeError(SECRET)
+    if path == "/pause":  # a slow app: answers after ?s= seconds
+        time.sleep(float(query.get("s", "0.01")))
+        start_response("200 OK", text)
+        return [b"paused"]
     if path == "/cookies":
         start_response("200 OK", [*text, *(("Set-Cookie", cookie) for cookie in COOKIES)])
         return [b"two cookies"]
@@ -187,6 +191,9 @@ async def asgi(scope: MutableMapping[str, Any], receive: Receive, send: Send) ->
         await _asgi_stream(send, query.get("gate", ""))
     elif path == "/boom":
         raise RuntimeError(SECRET)
+    elif path == "/pause":  # a slow app: answers after ?s= seconds
+        await asyncio.sleep(float(query.get("s", "0.01")))
+        await _whole(send, b"paused")
     elif path == "/cookies":
         await _start(send, 200, [("Content-Type", "text/plain"), *(("Set-Cookie", cookie) for cookie in COOKIES)])
         await send({"type": "http.response.body", "body": b"two cookies"})
