@@ -126,10 +126,10 @@ class Config:
                         "thread once the body has arrived (like a gunicorn sync worker or a PHP-FPM child). "
                         "Fastest for quick apps; an abort or a stop waits for the running request. "
                         "--threads is then 1.", "--sync")
-    inline: str = option("auto", "WSGI default mode: run a call on the event loop thread itself, saving two "
-                         "thread hand-offs, while the app answers fast (auto: after 50 calls in a row under "
-                         "1 ms, until one takes over 2 ms), or always in the thread pool (never).", "--inline",
-                         choices=("auto", "never"))
+    inline: str = option("never", "WSGI thread-pool mode: always run calls in the pool (never), or on the "
+                         "event loop thread itself while the app answers fast, saving two thread hand-offs "
+                         "(auto: after 50 calls under 1 ms, until one takes over 2 ms and waited). auto is "
+                         "new: see docs/configuration.md.", "--inline", choices=("auto", "never"))
     interface: str = option("auto", "The app's interface; detected unless given.", "--interface", choices=INTERFACES)
     lifespan: str = option("auto", "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
                            "--lifespan", choices=("auto", "on", "off"))

@@ -205,7 +205,7 @@ def test_only_takes_a_name_or_the_start_of_names_up_to_a_dash() -> None:
 
     assert [b.name for b in select(["fcgibridge-asgi"])] == ["fcgibridge-asgi-1", "fcgibridge-asgi-2"]
     assert [b.name for b in select(["uwsgi-1", "nginx"])] == ["nginx", "uwsgi-1"]
-    assert len(select(["fcgibridge-wsgi"])) == 4  # the default mode and --sync, 1 and 2 workers
+    assert len(select(["fcgibridge-wsgi"])) == 6  # the default mode, --sync and --inline auto, 1 and 2 workers
     with pytest.raises(SystemExit, match="no such row"):
         select(["fcgibridg"])
 

@@ -150,6 +150,8 @@ def baseline(server: str, processes: int) -> Argv:
 FCGIBRIDGE_MODES = (
     ("wsgi", "WSGI", "WSGI, default mode (thread pool)", "wsgi", "apps:wsgi_app", ()),
     ("wsgi-sync", "WSGI", "WSGI --sync", "wsgi", "apps:wsgi_app", ("--sync",)),
+    ("wsgi-inline", "WSGI", "WSGI --inline auto (thread pool; quick calls on the loop)", "wsgi", "apps:wsgi_app",
+     ("--inline", "auto")),
     ("asgi", "ASGI", "ASGI", "asgi3", "apps:asgi_app", ()),
 )
 

@@ -5,10 +5,10 @@ PHP-FPM child) a request whose body has fully arrived runs on the event loop
 thread itself, which saves two thread hand-offs per request; a request whose body is
 still arriving runs in the one pool thread, so it can start before the body is complete;
 and an inline response the web server is slow to read moves to that thread mid-way,
-keeping backpressure. The default mode (a pool of ``--threads``) runs a call inline
+keeping backpressure. With ``--inline auto`` the thread-pool mode runs a call inline
 the same way while the app keeps answering in under a millisecond, and gives the
-calls back to the pool as soon as one takes longer (:class:`InlinePolicy`;
-``--inline never`` keeps every call in the pool).
+calls back to the pool as soon as one takes longer (:class:`InlinePolicy`; the default,
+``--inline never``, keeps every call in the pool).
 
 The app thread never touches the transport. Its output is handed to the event loop
 through a small queue that coalesces whatever accumulated before the loop got to it,

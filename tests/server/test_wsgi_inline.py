@@ -1,4 +1,4 @@
-"""The default WSGI mode's inline calls (``--inline auto``, :class:`InlinePolicy`).
+"""The thread-pool WSGI mode's inline calls (``--inline auto``, :class:`InlinePolicy`).
 
 The policy on its own (when calls go inline, when they go back to the pool, the
 back-off), then through real sockets: a quick app ends up on the event loop thread, a
@@ -99,7 +99,7 @@ def warmed_up(client: FastCGIClient) -> None:
 
 def test_a_quick_app_ends_up_on_the_event_loop_thread() -> None:
     app = ThreadNames()
-    with serve(app) as server:
+    with serve(app, inline="auto") as server:
         client = FastCGIClient(server.address)
         first = client.request("GET", "/").body.decode()
         warmed_up(client)
@@ -108,16 +108,16 @@ def test_a_quick_app_ends_up_on_the_event_loop_thread() -> None:
     assert not last.startswith(POOL_PREFIX), app.names[-10:]
 
 
-def test_with_inline_never_every_call_stays_in_the_pool() -> None:
+def test_by_default_every_call_stays_in_the_pool() -> None:
     app = ThreadNames()
-    with serve(app, inline="never") as server:
+    with serve(app) as server:
         warmed_up(FastCGIClient(server.address))
     assert all(name.startswith(POOL_PREFIX) for name in app.names)
 
 
 def test_an_inline_app_that_turns_slow_gives_its_calls_back_and_keeps_its_concurrency() -> None:
     app = ThreadNames()
-    with serve(app) as server:
+    with serve(app, inline="auto") as server:
         client = FastCGIClient(server.address)
         warmed_up(client)
         assert client.request("GET", "/slow").status == 200  # inline, found slow
@@ -132,7 +132,7 @@ def test_an_inline_app_that_turns_slow_gives_its_calls_back_and_keeps_its_concur
 
 def test_a_streaming_inline_call_that_runs_long_moves_to_a_thread_mid_way() -> None:
     app = ThreadNames()
-    with serve(app) as server:
+    with serve(app, inline="auto") as server:
         client = FastCGIClient(server.address)
         warmed_up(client)
         body = client.request("GET", "/stream").body.decode()
