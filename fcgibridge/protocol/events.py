@@ -41,6 +41,28 @@ class Event:
         return f"{type(self).__name__}({shown})"
 
 
+class _RequestOnly(Event):
+    """An event that carries only its request id."""
+
+    __slots__ = ("request_id",)
+    fields = ("request_id",)
+
+    def __init__(self, request_id: int) -> None:
+        self.request_id: Final = request_id
+
+
+class _StreamData(Event):
+    """A piece of a stream (STDIN, STDOUT, STDERR) of one request."""
+
+    __slots__ = ("data", "request_id")
+    fields = ("request_id", "data")
+    hidden = frozenset({"data"})
+
+    def __init__(self, request_id: int, data: bytes) -> None:
+        self.request_id: Final = request_id
+        self.data: Final = data
+
+
 # ----------------------------------------------------- received by the application role
 
 
@@ -58,39 +80,25 @@ class RequestStarted(Event):
         self.params: Final = params
 
 
-class RequestBody(Event):
+class RequestBody(_StreamData):
     """A piece of the request body (an FCGI_STDIN record)."""
 
-    __slots__ = ("data", "request_id")
-    fields = ("request_id", "data")
-    hidden = frozenset({"data"})
-
-    def __init__(self, request_id: int, data: bytes) -> None:
-        self.request_id: Final = request_id
-        self.data: Final = data
+    __slots__ = ()
 
 
-class RequestBodyEnd(Event):
+class RequestBodyEnd(_RequestOnly):
     """The request body is complete (the empty FCGI_STDIN record)."""
 
-    __slots__ = ("request_id",)
-    fields = ("request_id",)
-
-    def __init__(self, request_id: int) -> None:
-        self.request_id: Final = request_id
+    __slots__ = ()
 
 
-class RequestAborted(Event):
+class RequestAborted(_RequestOnly):
     """The web server sent FCGI_ABORT_REQUEST: its client went away.
 
     The caller should stop the app and call ``end_request`` promptly.
     """
 
-    __slots__ = ("request_id",)
-    fields = ("request_id",)
-
-    def __init__(self, request_id: int) -> None:
-        self.request_id: Final = request_id
+    __slots__ = ()
 
 
 class RequestRejected(Event):
@@ -126,28 +134,16 @@ class BadRecord(Event):
 # ---------------------------------------------------------- received by the client role
 
 
-class Stdout(Event):
+class Stdout(_StreamData):
     """A piece of the response (an FCGI_STDOUT record)."""
 
-    __slots__ = ("data", "request_id")
-    fields = ("request_id", "data")
-    hidden = frozenset({"data"})
-
-    def __init__(self, request_id: int, data: bytes) -> None:
-        self.request_id: Final = request_id
-        self.data: Final = data
+    __slots__ = ()
 
 
-class Stderr(Event):
+class Stderr(_StreamData):
     """A piece of the application's error stream (an FCGI_STDERR record)."""
 
-    __slots__ = ("data", "request_id")
-    fields = ("request_id", "data")
-    hidden = frozenset({"data"})
-
-    def __init__(self, request_id: int, data: bytes) -> None:
-        self.request_id: Final = request_id
-        self.data: Final = data
+    __slots__ = ()
 
 
 class RequestEnded(Event):
