@@ -30,6 +30,8 @@ from .events import (
     RequestAborted,
     RequestBody,
     RequestBodyEnd,
+    RequestData,
+    RequestDataEnd,
     RequestEnded,
     RequestRejected,
     RequestStarted,
@@ -38,7 +40,15 @@ from .events import (
     UnknownTypeResult,
     ValuesResult,
 )
-from .state import DRAIN_ON_END, SILENT_STATES, TRANSITIONS, WRITABLE_STATES, RequestState, Step
+from .state import (
+    DRAIN_ON_END,
+    FILTER_TRANSITIONS,
+    SILENT_STATES,
+    TRANSITIONS,
+    WRITABLE_STATES,
+    RequestState,
+    Step,
+)
 
 #: Default bound on the PARAMS stream of one request (nginx sends about 1 KiB; long
 #: cookies and URLs push it up, but nothing legitimate comes near this).
@@ -55,6 +65,7 @@ _BEGIN_REQUEST = int(RecordType.BEGIN_REQUEST)
 _ABORT_REQUEST = int(RecordType.ABORT_REQUEST)
 _MAX_KNOWN_TYPE = int(MAX_KNOWN_TYPE)
 _AUTHORIZER = int(Role.AUTHORIZER)
+_FILTER = int(Role.FILTER)
 
 _APP_TYPES = frozenset({RecordType.BEGIN_REQUEST, RecordType.ABORT_REQUEST, RecordType.PARAMS,
                         RecordType.STDIN, RecordType.DATA})
@@ -89,26 +100,31 @@ class _Side:
 class _AppRequest:
     """One active request, as the core tracks it."""
 
-    __slots__ = ("body_pending", "keep_conn", "params", "role", "state", "stderr_open", "stdout_open")
+    __slots__ = ("body_pending", "keep_conn", "params", "role", "state", "stderr_open", "stdout_open", "table")
 
     def __init__(self, role: int, keep_conn: bool) -> None:
         self.role = role
+        #: The state rules of its role: a filter reads DATA after STDIN (Rule 6).
+        self.table = FILTER_TRANSITIONS if role == _FILTER else TRANSITIONS
         self.keep_conn = keep_conn
         self.state = RequestState.PARAMS
         self.params = bytearray()
         self.stdout_open = False
         self.stderr_open = False
-        #: The web server may still send STDIN (Rule 4): until the empty STDIN, and never
-        #: for an authorizer (spec 6.3 sends it none).
+        #: The web server may still send STDIN (Rule 4): until the empty STDIN (a filter:
+        #: the empty DATA), and never for an authorizer (spec 6.3 sends it none).
         self.body_pending = role != _AUTHORIZER
 
 
 class ApplicationConnection(_Side):
     """The application role: what a FastCGI server speaks to its web server.
 
-    Answers management records (GET_VALUES, unknown types) and impossible requests
-    (unknown role, too many requests) by itself; their replies wait in
-    :meth:`data_to_send`. Everything else becomes events for the caller.
+    Answers management records (GET_VALUES, unknown types), impossible requests
+    (unknown role, too many requests) and requests aborted before their PARAMS ended
+    by itself; their replies wait in :meth:`data_to_send`. Everything else becomes
+    events for the caller. ``roles`` are the roles it plays: RESPONDER and AUTHORIZER
+    unless told; a caller that can serve the FILTER role's DATA stream
+    (:class:`RequestData`) adds ``Role.FILTER``.
     """
 
     def __init__(
@@ -237,7 +253,7 @@ class ApplicationConnection(_Side):
     def _step(self, request_id: int, request: _AppRequest, rtype: int, content: bytes, events: list[Event]) -> None:
         empty = not content or rtype == _ABORT_REQUEST
         # IntEnum members hash and compare as their ints, so the table takes the raw type.
-        row = TRANSITIONS.get((request.state, rtype, empty))
+        row = request.table.get((request.state, rtype, empty))
         if row is None:
             known = 0 < rtype <= _MAX_KNOWN_TYPE
             if request.state not in SILENT_STATES:
@@ -265,12 +281,26 @@ class ApplicationConnection(_Side):
         elif step is Step.BODY_DATA:
             events.append(RequestBody(request_id, content))
         elif step is Step.BODY_END:
-            request.body_pending = False
+            request.body_pending = request.role == _FILTER  # Rule 6: DATA follows
             events.append(RequestBodyEnd(request_id))
+        elif step is Step.DATA_DATA:
+            events.append(RequestData(request_id, content))
+        elif step is Step.DATA_END:
+            request.body_pending = False
+            events.append(RequestDataEnd(request_id))
         elif step is Step.BODY_CLOSED:
             request.body_pending = False
         elif step is Step.ABORT:
             events.append(RequestAborted(request_id))
+        elif step is Step.ABORT_UNSTARTED:
+            self._answer_abort(request_id, request)
+
+    def _answer_abort(self, request_id: int, request: _AppRequest) -> None:
+        """Rule 3: a request aborted before its PARAMS ended was never given to the
+        caller, so the core sends its END_REQUEST (the id is inactive already)."""
+        self._replies.append(records.pack_end_request(request_id, 1, ProtocolStatus.REQUEST_COMPLETE))
+        if not request.keep_conn:
+            self._closing = True
 
     def _fail(self, request_id: int, request: _AppRequest, rtype: int, reason: str, events: list[Event]) -> None:
         request.state = RequestState.FAILED
@@ -395,6 +425,8 @@ def _role(value: int) -> Role:
 @dataclass(slots=True)
 class _ClientRequest:
     stdin_open: bool = True
+    #: The FILTER role's DATA stream may still be sent (spec 6.4: after the whole STDIN).
+    data_open: bool = False
 
 
 class ClientConnection(_Side):
@@ -433,7 +465,7 @@ class ClientConnection(_Side):
         if len(self._requests) >= 0xFFFF:
             raise LocalProtocolError("all 65535 request ids are in use on this connection")
         request_id = self._new_id()
-        self._requests[request_id] = _ClientRequest()
+        self._requests[request_id] = _ClientRequest(data_open=role == Role.FILTER)
         data = records.pack_begin_request(request_id, role, keep_conn) + records.pack_params(request_id, params)
         return request_id, data
 
@@ -456,6 +488,30 @@ class ClientConnection(_Side):
         request.stdin_open = False
         return records.pack_stream(RecordType.STDIN, request_id, data) + records.pack_record(
             RecordType.STDIN, request_id
+        )
+
+    def _open_data(self, request_id: int) -> _ClientRequest:
+        request = self._requests.get(request_id)
+        if request is None:
+            raise LocalProtocolError(f"DATA for request {request_id}, which is not active")
+        if not request.data_open:
+            raise LocalProtocolError(f"DATA for request {request_id}: not a FILTER request, or its DATA was closed")
+        if request.stdin_open:
+            raise LocalProtocolError(f"DATA for request {request_id} before its body was closed (end_stdin)")
+        return request
+
+    def send_data(self, request_id: int, data: bytes | memoryview) -> bytes:
+        """Bytes carrying a piece of a FILTER request's data stream (FCGI_DATA), which
+        follows the whole body (spec 6.4)."""
+        self._open_data(request_id)
+        return records.pack_stream(RecordType.DATA, request_id, data)
+
+    def end_data(self, request_id: int, data: bytes | memoryview = b"") -> bytes:
+        """Bytes carrying the last piece of the data stream (if any) and the closing empty DATA."""
+        request = self._open_data(request_id)
+        request.data_open = False
+        return records.pack_stream(RecordType.DATA, request_id, data) + records.pack_record(
+            RecordType.DATA, request_id
         )
 
     def abort_request(self, request_id: int) -> bytes:

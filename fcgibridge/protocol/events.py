@@ -52,7 +52,7 @@ class _RequestOnly(Event):
 
 
 class _StreamData(Event):
-    """A piece of a stream (STDIN, STDOUT, STDERR) of one request."""
+    """A piece of a stream (STDIN, DATA, STDOUT, STDERR) of one request."""
 
     __slots__ = ("data", "request_id")
     fields = ("request_id", "data")
@@ -92,10 +92,25 @@ class RequestBodyEnd(_RequestOnly):
     __slots__ = ()
 
 
+class RequestData(_StreamData):
+    """A piece of the FILTER role's data stream (an FCGI_DATA record, spec 6.4): the file
+    the web server wants filtered. It follows the whole body."""
+
+    __slots__ = ()
+
+
+class RequestDataEnd(_RequestOnly):
+    """The FILTER role's data stream is complete (the empty FCGI_DATA record)."""
+
+    __slots__ = ()
+
+
 class RequestAborted(_RequestOnly):
     """The web server sent FCGI_ABORT_REQUEST: its client went away.
 
-    The caller should stop the app and call ``end_request`` promptly.
+    The caller should stop the app and call ``end_request`` promptly. (A request aborted
+    before its PARAMS ended gives no event: the caller never saw it start, and the core
+    answers it itself.)
     """
 
     __slots__ = ()
