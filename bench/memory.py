@@ -208,6 +208,7 @@ def main() -> int:
 
     print(f"fcgibridge {fcgibridge.__version__} ({fcgibridge.build()}), worker RSS growth (VmRSS):")
     modes = (("WSGI", "memory:wsgi_app", ()), ("WSGI --sync", "memory:wsgi_app", ("--sync",)),
+             ("WSGI --no-request-buffering", "memory:wsgi_app", ("--no-request-buffering",)),
              ("ASGI", "memory:asgi_app", ()))
     for name, app, extra in modes:
         grew, speed = measure(app, extra)

@@ -144,6 +144,21 @@ class Config:
                                   "--max-params-size", metavar="BYTES", minimum=1)
     max_body_size: int = option(0, "Largest request body; 0 means no limit. Larger bodies get 413.",
                                 "--max-body-size", metavar="BYTES", minimum=0)
+    header_timeout: float = option(30.0, "A connection that has not sent a whole request head (BEGIN_REQUEST and "
+                                   "PARAMS) this many seconds after it opened, or after its request began, is "
+                                   "closed. 0: no limit.", "--header-timeout", minimum=0)
+    idle_timeout: float = option(90.0, "A kept-alive connection with no request in flight for this many seconds "
+                                 "is closed (keep it above the web server's own, nginx's is 60). 0: no limit.",
+                                 "--idle-timeout", minimum=0)
+    body_timeout: float = option(60.0, "A request whose body stops arriving for this many seconds fails (408, "
+                                 "or its response is cut) and frees what it held. 0: no limit.", "--body-timeout",
+                                 minimum=0)
+    send_timeout: float = option(60.0, "A connection whose web server takes none of a pending response for this "
+                                 "many seconds is closed. 0: no limit.", "--send-timeout", minimum=0)
+    request_buffering: bool = option(True, "WSGI: start the app once its whole body has arrived (in memory up to "
+                                     "--spool-threshold, spooled beyond), so a slow upload holds no thread. "
+                                     "--no-request-buffering streams bodies into the running app.",
+                                     "--request-buffering")
     spool_threshold: int = option(1024 * 1024, "Request body bytes held in memory before the rest spools to a "
                                   "temporary file.", "--spool-threshold", metavar="BYTES", minimum=0)
     graceful_timeout: float = option(30.0, "Seconds a stopping worker waits for requests in flight.",

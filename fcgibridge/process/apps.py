@@ -29,7 +29,8 @@ def build(loaded: LoadedApp, config: Config) -> tuple[AppAdapter, Lifecycle]:
     if loaded.interface.is_wsgi:
         adapter = WSGIAdapter(loaded.app, threads=config.threads, root_path=config.root_path,
                               spool_threshold=config.spool_threshold, multiprocess=config.workers > 1,
-                              sync=config.sync, inline=config.inline == "auto")
+                              sync=config.sync, inline=config.inline == "auto",
+                              buffering=config.request_buffering)
         lifecycle: Lifecycle = AcceptHooks(loaded.app) if isinstance(loaded.app, AcceptApp) else NoLifecycle()
         return adapter, lifecycle
     app = loaded.app

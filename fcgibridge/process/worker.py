@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..importer import LoadedApp
-from ..server.connection import FastCGIProtocol, RequestStream, WorkerState
+from ..server.connection import ConnectionSweeper, FastCGIProtocol, RequestStream, WorkerState
 from ..server.lifecycle import Lifecycle
 from .apps import build
 from .contract import RETIRE_SIGNAL, Report
@@ -125,9 +125,13 @@ class Worker:
         self.state = state = WorkerState(adapter, max_connections=config.max_connections, max_reqs=total,
                                          max_params_size=config.max_params_size,
                                          max_body_size=config.max_body_size, allowed=self.runtime.allowed,
-                                         observer=self.runtime.observer(adapter.capacity))
+                                         observer=self.runtime.observer(adapter.capacity),
+                                         header_timeout=config.header_timeout, idle_timeout=config.idle_timeout,
+                                         body_timeout=config.body_timeout, send_timeout=config.send_timeout)
         state.idle.set()
         self._install_hooks(state)
+        sweeper = ConnectionSweeper(state, loop)
+        sweeper.start()
         for sock in self.listeners:
             factory = cast(Callable[[], asyncio.Protocol], functools.partial(FastCGIProtocol, state))
             if sock.family == socket.AF_UNIX:
@@ -145,11 +149,14 @@ class Worker:
         await self._stop.wait()
         if self.timeouts is not None:
             self.timeouts.close()
-        if self._fast:
-            self._close_servers()
+        try:
+            if self._fast:
+                self._close_servers()
+                return 0
+            await self._shutdown()  # the connection timeouts still hold while it drains
             return 0
-        await self._shutdown()
-        return 0
+        finally:
+            sweeper.close()
 
     def _install_hooks(self, state: WorkerState) -> None:
         """--timeout and the slow log, --max-requests: per-request hooks of the connections."""

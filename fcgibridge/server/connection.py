@@ -28,6 +28,8 @@ from ..protocol import (
     RequestAborted,
     RequestBody,
     RequestBodyEnd,
+    RequestData,
+    RequestDataEnd,
     RequestRejected,
     RequestStarted,
     Role,
@@ -38,6 +40,14 @@ log = logging.getLogger("fcgibridge.server")
 #: How long a connection without KEEP_CONN keeps reading a request body nobody wants
 #: before it closes anyway (see :meth:`FastCGIProtocol._half_close`).
 DRAIN_TIMEOUT = 10.0
+
+#: Seconds between two rounds of :class:`ConnectionSweeper` (the timeouts' resolution).
+SWEEP_INTERVAL = 1.0
+
+# What a connection is doing, as ConnectionSweeper sees it (FastCGIProtocol._phase).
+_HEAD = 0  # waiting for a whole request head: a new connection, or PARAMS still arriving
+_IDLE = 1  # kept alive, nothing in flight
+_BUSY = 2  # requests in flight
 
 
 @mypyc_attr(native_class=False)  # compiled, a class can only derive from a few built-in exceptions
@@ -51,6 +61,12 @@ class RequestHandler(Protocol):
     def receive_body(self, data: bytes) -> None: ...
 
     def end_body(self) -> None: ...
+
+    def receive_data(self, data: bytes) -> None:
+        """A piece of the FILTER role's data stream (FCGI_DATA), which follows the body."""
+
+    def end_data(self) -> None:
+        """The FILTER role's data stream is complete."""
 
     def disconnect(self) -> None:
         """The request is gone (abort, lost connection): stop, output is dropped."""
@@ -100,6 +116,9 @@ class WorkerState:
     max_params_size: int = DEFAULT_MAX_PARAMS_SIZE
     max_body_size: int = 0
     allowed: Callable[[Any], bool] | None = None
+    #: The roles served; the rest get FCGI_UNKNOWN_ROLE. FILTER needs an adapter whose
+    #: handlers take the data stream (``receive_data``/``end_data``; WSGI and ASGI do).
+    roles: tuple[Role, ...] = (Role.RESPONDER, Role.AUTHORIZER, Role.FILTER)
     connections: set[FastCGIProtocol] = field(default_factory=set)
     active_requests: int = 0
     requests_served: int = 0
@@ -112,6 +131,12 @@ class WorkerState:
     on_done: Callable[[RequestStream], None] | None = None
     #: Set whenever the last connection closed (a stopping worker waits for it).
     no_connections: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Connection deadlines in seconds, 0 for none (--header-timeout, --idle-timeout,
+    #: --body-timeout, --send-timeout); :class:`ConnectionSweeper` enforces them.
+    header_timeout: float = 0.0
+    idle_timeout: float = 0.0
+    body_timeout: float = 0.0
+    send_timeout: float = 0.0
 
     def request_done(self, stream: RequestStream | None = None) -> None:
         self.active_requests -= 1
@@ -126,8 +151,8 @@ class WorkerState:
 class RequestStream:
     """One request on one connection, as the app adapters see it (event-loop side)."""
 
-    __slots__ = ("_conn", "_handler", "body_received", "closed", "keep_conn", "params", "request_id", "role",
-                 "started")
+    __slots__ = ("_conn", "_handler", "body_ended", "body_received", "closed", "keep_conn", "params",
+                 "request_id", "role", "started", "watch_mark", "watch_since")
 
     def __init__(self, conn: FastCGIProtocol, request_id: int, role: Role, keep_conn: bool,
                  params: dict[str, str]) -> None:
@@ -139,6 +164,11 @@ class RequestStream:
         self.closed = False  # ended by us, aborted, or the connection is gone
         self.started = False  # response bytes were sent
         self.body_received = 0
+        #: The empty STDIN arrived (an authorizer gets no body at all: spec 6.3).
+        self.body_ended = role is Role.AUTHORIZER
+        # --body-timeout (ConnectionSweeper): body_received when last seen, and since when.
+        self.watch_mark = -1
+        self.watch_since = 0.0
         self._handler: RequestHandler | None = None
 
     @property
@@ -226,9 +256,15 @@ class FlowControl:
     asks for the pause. Writing: while the transport holds more than its high-water
     mark (asyncio's ``pause_writing``), writers wait in :meth:`wait_writable` until it
     drains, or until the connection wakes them because their request is over.
+
+    Both at once: replies the protocol core writes by itself (GET_VALUES answers,
+    rejected requests) have no app to wait in :meth:`wait_writable`; when one is
+    written while the web server is behind, reading pauses too (``hold_input``) until
+    it drains, so a peer that sends management records and never reads cannot make
+    the buffer grow past one read's worth of answers.
     """
 
-    __slots__ = ("_reading_paused", "_writers", "paused_by", "write_paused")
+    __slots__ = ("_reading_paused", "_writers", "hold_input", "paused_by", "write_paused")
 
     def __init__(self) -> None:
         #: The requests that asked for reading to pause (their app is behind).
@@ -236,6 +272,8 @@ class FlowControl:
         self._reading_paused = False
         #: The web server reads slower than we write.
         self.write_paused = False
+        #: Core replies were written while write_paused: read nothing until it drains.
+        self.hold_input = False
         self._writers: list[asyncio.Future[None]] = []
 
     # ------------------------------------------------ reading: the app is behind
@@ -250,7 +288,7 @@ class FlowControl:
 
     def apply_reading(self, transport: asyncio.Transport) -> None:
         """Pause or resume ``transport``'s reading as the requests ask (once per change)."""
-        paused = bool(self.paused_by)
+        paused = bool(self.paused_by) or self.hold_input
         if paused != self._reading_paused:
             self._reading_paused = paused
             if paused:
@@ -267,6 +305,7 @@ class FlowControl:
     def resume_writing(self) -> None:
         """The buffer drained below its low-water mark: release the waiting writers."""
         self.write_paused = False
+        self.hold_input = False
         self.wake_writers()
 
     async def wait_writable(self) -> None:
@@ -301,6 +340,7 @@ class FastCGIProtocol:
             max_reqs=state.max_reqs,
             mpxs_conns=True,
             max_params_size=state.max_params_size,
+            roles=state.roles,
         )
         self.streams: dict[int, RequestStream] = {}
         self.transport: asyncio.Transport | None = None
@@ -317,11 +357,22 @@ class FastCGIProtocol:
         #: The loop serving the connection, from connection_made on. Asked once: on
         #: Python 3.11, asyncio.get_running_loop() costs a getpid() system call each time.
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The timeouts (check_deadlines): what the connection is doing (_HEAD, _IDLE,
+        # _BUSY) and since when (loop time); the pending output when last seen and since when.
+        self.requests_seen = 0
+        self.phase = _HEAD
+        self._phase_mark = 0
+        self.phase_since = 0.0
+        self._send_mark = 0
+        self._send_since = 0.0
+        #: The web server shut its sending side (eof_received): nothing more will arrive.
+        self._peer_eof = False
 
     # ------------------------------------------------------------- asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.loop = asyncio.get_running_loop()
+        self.phase_since = self.loop.time()
         self.transport = transport = cast(asyncio.Transport, transport)
         if not self._admit(transport):
             transport.abort()
@@ -341,7 +392,14 @@ class FastCGIProtocol:
         self._dispatch()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too; connection_lost cleans up
+        """The web server shut down its sending side. What it sent whole is still
+        answered, over the half that is open (PHP-FPM does the same); a request whose
+        body was still arriving will never get the rest, so it ends now. Returns
+        whether the transport stays open (for the responses still to come)."""
+        self._peer_eof = True
+        self._after_eof()
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and bool(self.streams)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -363,7 +421,11 @@ class FastCGIProtocol:
         self.flow.pause_writing()
 
     def resume_writing(self) -> None:
+        held = self.flow.hold_input
         self.flow.resume_writing()
+        self._send_since = 0.0
+        if held:
+            self._update_reading()
 
     def _admit(self, transport: asyncio.Transport) -> bool:
         """The peer filter (FCGI_WEB_SERVER_ADDRS, --allow-from) and --max-connections."""
@@ -376,8 +438,16 @@ class FastCGIProtocol:
         # (asyncio accepts a batch at a time): it was taken off the shared listen queue, so
         # no other worker will see it.
         if len(state.connections) >= state.max_connections:
-            log.warning("refused connection: %d connections open (--max-connections)", len(state.connections))
-            return False
+            # Make room as nginx does with its keep-alive cache: close the connection that
+            # has been waiting longest with nothing in flight; refuse only when none is.
+            victim = _longest_waiting(state.connections)
+            if victim is None:
+                log.warning("refused connection: %d connections open, all busy (--max-connections)",
+                            len(state.connections))
+                return False
+            log.info("closing an idle connection from %s to make room for a new one (--max-connections %d)",
+                     victim._peer(), state.max_connections)
+            victim.close_now()
         return True
 
     # ------------------------------------------------------------- events → requests
@@ -396,8 +466,18 @@ class FastCGIProtocol:
                 self._start(event)
             elif type(event) is RequestBodyEnd:
                 stream = self.streams.get(event.request_id)
+                if stream is not None:
+                    stream.body_ended = True
+                    if stream._handler is not None:
+                        stream._handler.end_body()
+            elif type(event) is RequestData:
+                stream = self.streams.get(event.request_id)
                 if stream is not None and stream._handler is not None:
-                    stream._handler.end_body()
+                    stream._handler.receive_data(event.data)
+            elif type(event) is RequestDataEnd:
+                stream = self.streams.get(event.request_id)
+                if stream is not None and stream._handler is not None:
+                    stream._handler.end_data()
             elif type(event) is RequestAborted:
                 self._abort(event.request_id, "aborted by the web server")
             elif type(event) is BadRecord:
@@ -408,6 +488,10 @@ class FastCGIProtocol:
         replies = self.core.data_to_send()
         if replies:
             self.send(replies)
+            if self.flow.write_paused:
+                self.flow.hold_input = True  # see FlowControl
+        if self._peer_eof:
+            self._after_eof()
         self.close_if_idle()
         self._update_reading()
 
@@ -416,6 +500,7 @@ class FastCGIProtocol:
         stream = (RequestStream if observer is None else observer.stream_class)(
             self, event.request_id, event.role, event.keep_conn, event.params)
         self.streams[event.request_id] = stream
+        self.requests_seen += 1
         self.state.active_requests += 1
         self.state.idle.clear()
         if self.state.on_start is not None:
@@ -481,6 +566,68 @@ class FastCGIProtocol:
         if stream in self.flow.paused_by:
             self.pause_for(stream, False)
 
+    # ---------------------------------------------------------------- deadlines
+
+    def check_deadlines(self, now: float) -> None:
+        """Close or fail what has waited too long on the web server (ConnectionSweeper
+        calls this about once a second): a request head not sent (--header-timeout),
+        a kept-alive connection unused (--idle-timeout), a body that stopped arriving
+        (--body-timeout), output it does not take (--send-timeout)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        state = self.state
+        if self.flow.write_paused and state.send_timeout and self._send_stalled(now, transport):
+            log.warning("closing connection from %s: the web server took none of the response for %g s "
+                        "(--send-timeout)", self._peer(), state.send_timeout)
+            self.drop()
+            return
+        if self.streams:
+            self._set_phase(_BUSY, now)
+            if state.body_timeout:
+                self._check_bodies(now, state.body_timeout)
+            return
+        phase = _IDLE if self.requests_seen and not self.core.active_requests else _HEAD
+        self._set_phase(phase, now)
+        limit = state.idle_timeout if phase == _IDLE else state.header_timeout
+        if limit and now - self.phase_since >= limit:
+            what = "idle" if phase == _IDLE else "without a whole request head"
+            option = "--idle-timeout" if phase == _IDLE else "--header-timeout"
+            log.info("closing connection from %s: %s for %g s (%s)", self._peer(), what, limit, option)
+            self.close_now()
+
+    def _set_phase(self, phase: int, now: float) -> None:
+        if phase != self.phase or self.requests_seen != self._phase_mark:
+            self.phase, self._phase_mark, self.phase_since = phase, self.requests_seen, now
+
+    def _send_stalled(self, now: float, transport: asyncio.Transport) -> bool:
+        """No byte of the pending output left for ``send_timeout`` seconds."""
+        size = transport.get_write_buffer_size()
+        if not self._send_since or size < self._send_mark:
+            self._send_since, self._send_mark = now, size
+            return False
+        return now - self._send_since >= self.state.send_timeout
+
+    def _check_bodies(self, now: float, limit: float) -> None:
+        # A body we stopped reading ourselves (the app is behind) is not the web server's stall.
+        ours = bool(self.flow.paused_by) or self.flow.hold_input
+        for stream in list(self.streams.values()):
+            if stream.body_ended or stream.closed:
+                continue
+            if ours or stream.body_received != stream.watch_mark:
+                stream.watch_mark, stream.watch_since = stream.body_received, now
+            elif now - stream.watch_since >= limit:
+                log.warning("request %s failed: its body stopped arriving for %g s (--body-timeout)",
+                            stream.params.get("REQUEST_URI", stream.request_id), limit)
+                stream.fail(408, "Request Timeout")
+
+    def close_now(self) -> None:
+        """Close a connection with nothing in flight (a timeout, room for a newcomer);
+        it no longer counts against --max-connections from this moment."""
+        self.state.connections.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+
     # ------------------------------------------------------------------ closing
 
     def close_if_idle(self) -> None:
@@ -491,10 +638,20 @@ class FastCGIProtocol:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.core.should_close or (self.state.stopping and not self.streams and not self.core.active_requests):
+        if (self.core.should_close or (self._peer_eof and not self.streams)
+                or (self.state.stopping and not self.streams and not self.core.active_requests)):
             self._close(transport)
         elif self._close_pending and not self.streams and self._drain_timer is None:
             self._half_close(transport)
+
+    def _after_eof(self) -> None:
+        """After the web server's EOF, once what it sent before is handled: end the
+        requests whose body will never be complete."""
+        if self._backlog:
+            return  # their body may be in there (reading was paused): after the dispatch
+        for stream in list(self.streams.values()):
+            if not stream.body_ended:
+                self._abort(stream.request_id, "lost its body: the web server shut its side of the connection")
 
     def _close(self, transport: asyncio.Transport) -> None:
         if self.state.stopping and transport.can_write_eof() and not self._eof_sent:
@@ -574,3 +731,51 @@ class FastCGIProtocol:
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer) if peer else "unix socket"
+
+
+def _longest_waiting(connections: set[FastCGIProtocol]) -> FastCGIProtocol | None:
+    """The connection to close for a newcomer: the one idle longest, else the one
+    waiting longest for a request head; None when every one has requests in flight."""
+    best: FastCGIProtocol | None = None
+    best_key = (2, 0.0)
+    for conn in connections:
+        if conn.streams:
+            continue
+        key = (1 if conn.core.active_requests else 0, conn.phase_since)
+        if best is None or key < best_key:
+            best, best_key = conn, key
+    return best
+
+
+class ConnectionSweeper:
+    """The deadlines of one worker's connections (:meth:`FastCGIProtocol.check_deadlines`),
+    checked every :data:`SWEEP_INTERVAL` seconds by one timer: nothing is timed per
+    record or per request, so the timeouts cost the serving path nothing."""
+
+    def __init__(self, state: WorkerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def needed(self) -> bool:
+        state = self.state
+        return bool(state.header_timeout or state.idle_timeout or state.body_timeout or state.send_timeout)
+
+    def start(self) -> None:
+        if self.needed and self._timer is None:
+            self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.state.connections):
+            try:
+                conn.check_deadlines(now)
+            except Exception:  # a bug here must not stop the timeouts of every other connection
+                log.exception("checking the timeouts of a connection")
+        self._timer = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -2,8 +2,9 @@
 
 With ``--sync`` (one app call at a time per worker, as in a gunicorn sync worker or a
 PHP-FPM child) a request whose body has fully arrived runs on the event loop
-thread itself, which saves two thread hand-offs per request; a request whose body is
-still arriving runs in the one pool thread, so it can start before the body is complete;
+thread itself, which saves two thread hand-offs per request; with
+``--no-request-buffering``, a request whose body is still arriving runs in the one
+pool thread, so it can start before the body is complete;
 and an inline response the web server is slow to read moves to that thread mid-way,
 keeping backpressure. With ``--inline auto`` the thread-pool mode runs a call inline
 the same way while the app keeps answering in under a millisecond, and gives the
@@ -21,11 +22,12 @@ The output of one call is in one :class:`Output` state; these rules move it:
 Rule 1. A call starts QUEUED, to run in a pool thread. A call whose body has arrived,
         with no other call busy in the pool, is INLINE instead in sync mode, and in
         the default mode while the app answers fast (:class:`InlinePolicy`): it runs
-        on the event loop and writes to the stream itself. In those modes a call with
-        a small body still arriving (:data:`INLINE_BODY`) waits for it before it is
-        placed. An INLINE call the web
-        server reads slower than it writes, or (default mode) that runs too long, is
-        handed to a pool thread mid-way: QUEUED again.
+        on the event loop and writes to the stream itself. With request buffering
+        (the default), every call waits for its whole body before it is placed, so a
+        slow upload holds no thread; without it, in those modes a call with a small
+        body still arriving (:data:`INLINE_BODY`) waits for it. An INLINE call the
+        web server reads slower than it writes, or (default mode) that runs too long,
+        is handed to a pool thread mid-way: QUEUED again.
 
 Rule 2. QUEUED: each write goes on the queue under the lock, and one flush of the queue
         is scheduled on the event loop unless one is already (``_scheduled``). The app
@@ -220,8 +222,12 @@ class WSGIAdapter:
         multiprocess: bool = False,
         sync: bool = False,
         inline: bool = True,
+        buffering: bool = True,
     ) -> None:
         self.app = app
+        #: A call is placed only once its whole body is in (--request-buffering), so a
+        #: body that arrives slowly (or stops) holds no thread meanwhile.
+        self.buffering = buffering
         self.root_path = root_path
         self.spool_threshold = spool_threshold
         threads = 1 if sync else threads
@@ -245,7 +251,9 @@ class WSGIAdapter:
     def start(self, stream: RequestStream) -> WSGIRequest:
         loop = stream.loop
         request = WSGIRequest(self, stream, loop)
-        if self.sync or self.policy.enabled:
+        if self.buffering and not request.body.complete:
+            request.awaits_body = True  # Rule 1: end_body() places it
+        elif self.sync or self.policy.enabled:
             # Decide once this read's events are handled: by then a small request's body
             # (and the empty STDIN that ends it) has arrived in the same read.
             loop.call_soon(request.dispatch)
@@ -336,6 +344,13 @@ class WSGIRequest:
         self.waits = 0  # the loop thread's voluntary context switches then
         self.awaits_body = False  # placed once its body is in (Rule 1)
         self.candidate: bool | None = None  # may run inline (decided when first placed)
+        #: ``fcgi.data``: the FILTER role's data stream, spooled like the body; None for
+        #: the other roles. Such a call never runs inline: its app would wait on the
+        #: event loop thread for DATA that only that thread can feed.
+        self.data: BlockingBody | None = None
+        if stream.role is Role.FILTER:
+            self.data = BlockingBody(adapter.spool_threshold)
+            self.candidate = False
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -350,10 +365,29 @@ class WSGIRequest:
         self.body.end()
         if self.awaits_body:  # Rule 1: the call waited for its body; place it now
             self.awaits_body = False
-            self.loop.call_soon(self.dispatch)
+            if self.adapter.sync or self.adapter.policy.enabled:
+                self.loop.call_soon(self.dispatch)  # may run inline: once this read is handled
+            else:
+                self.adapter.submit(self.run, self.loop)
+
+    def receive_data(self, data: bytes) -> None:
+        """A piece of ``fcgi.data`` (FILTER role), spooled as :meth:`receive_body` does."""
+        if self.data is None:
+            return
+        try:
+            self.data.feed(data)
+        except OSError as exc:
+            log.error("could not spool the data of %s: %s", self.stream.params.get("REQUEST_URI", "?"), exc)
+            self.stream.fail(500, "Internal Server Error")
+
+    def end_data(self) -> None:
+        if self.data is not None:
+            self.data.end()
 
     def disconnect(self) -> None:
         self.body.abort()
+        if self.data is not None:
+            self.data.abort()
         with self._lock:
             self.output = _GONE  # Rule 5
             self._pending.clear()
@@ -426,6 +460,8 @@ class WSGIRequest:
         finally:
             if not handed_off:
                 self.body.close()
+                if self.data is not None:
+                    self.data.close()
 
     def _call_app(self) -> bool:
         params = self.stream.params
@@ -433,6 +469,8 @@ class WSGIRequest:
         environ.update(self.adapter.base)
         environ["wsgi.url_scheme"] = "https" if is_https(params) else "http"
         environ["wsgi.input"] = self.body
+        if self.data is not None:
+            environ["fcgi.data"] = self.data
         result = self.adapter.app(environ, self.start_response)
         if type(result) is list and len(result) == 1 and self.status is not None and not self.head_sent:
             # The usual answer, ``[body]``: head, body and END_REQUEST leave in one write.

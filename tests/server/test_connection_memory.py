@@ -75,6 +75,7 @@ class FakeTransport(asyncio.Transport):
         self.closing = False
         self.eof = False
         self.reading = True
+        self.buffered = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.eof or self.closing:
@@ -109,6 +110,9 @@ class FakeTransport(asyncio.Transport):
     def write_eof(self) -> None:
         self.calls.append("write_eof")
         self.eof = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered  # what a test says the web server has not taken yet
 
     def pause_reading(self) -> None:
         self.calls.append("pause_reading")
@@ -561,15 +565,48 @@ async def test_body_larger_than_the_limit_is_a_413() -> None:
 
 
 @in_loop
-async def test_connections_over_the_limit_are_refused() -> None:
-    state = worker_state(App(), max_connections=1)
+async def test_connections_over_the_limit_are_refused_while_every_one_is_busy() -> None:
+    state = worker_state(App(respond_on_end=False), max_connections=1)
     first = Wire(state)
+    request_id, _ = first.begin()
     second = Wire(state)
     assert second.transport.calls == ["abort"]
     await step()
     assert state.connections == {first.conn}
-    request_id, _ = first.begin()
+    first.app.handlers[request_id].stream.end(RESPONSE)
     assert first.response(request_id) == (200, b"hello")
+
+
+@in_loop
+async def test_at_the_limit_the_connection_idle_longest_makes_room() -> None:
+    state = worker_state(App(), max_connections=3)
+    waiting = Wire(state)  # a request head half sent: closed only when no connection is idle
+    waiting.send(waiting.begin(send=False)[1][:20])
+    older, newer = Wire(state), Wire(state)
+    for w in (newer, older):  # newer finishes first, so older has waited longer
+        request_id, _ = w.begin()
+        assert w.response(request_id) == (200, b"hello")
+        older.conn.phase_since = newer.conn.phase_since = asyncio.get_running_loop().time()
+    older.conn.phase_since -= 5  # idle for 5 s
+    newcomer = Wire(state)
+    assert older.transport.calls[-1] == "close" and "abort" not in newcomer.transport.calls
+    assert state.connections == {waiting.conn, newer.conn, newcomer.conn}
+    request_id, _ = newcomer.begin()
+    assert newcomer.response(request_id) == (200, b"hello")
+    newcomer.conn.phase_since = newer.conn.phase_since + 1
+    Wire(state)
+    assert newer.transport.calls[-1] == "close" and "close" not in waiting.transport.calls
+
+
+@in_loop
+async def test_at_the_limit_a_connection_still_sending_its_head_makes_room_when_none_is_idle() -> None:
+    state = worker_state(App(), max_connections=1)
+    waiting = Wire(state)
+    waiting.send(waiting.begin(send=False)[1][:20])
+    newcomer = Wire(state)
+    assert waiting.transport.calls == ["close"]
+    request_id, _ = newcomer.begin()
+    assert newcomer.response(request_id) == (200, b"hello")
 
 
 @in_loop
@@ -616,3 +653,190 @@ async def test_an_app_that_cannot_start_gets_the_one_500() -> None:
     assert bytes(w.stdout[request_id]) == error_response(500)
     assert w.ended[request_id].app_status == 1
     assert not w.transport.closing
+
+
+# ------------------------------------------------------------------------ timeouts
+# check_deadlines(now) is what ConnectionSweeper calls every second; the tests call it
+# with the times they choose, so nothing sleeps.
+
+
+def clock(w: Wire) -> float:
+    return w.conn.phase_since  # the loop time the connection opened
+
+
+@in_loop
+async def test_a_connection_that_never_sends_a_request_is_closed_after_the_header_timeout() -> None:
+    w = wire(header_timeout=30)
+    opened = clock(w)
+    w.conn.check_deadlines(opened + 29)
+    assert w.transport.calls == []
+    w.conn.check_deadlines(opened + 30)
+    assert w.transport.calls == ["close"]
+    assert w.state.connections == set()
+
+
+@in_loop
+async def test_params_trickled_a_byte_at_a_time_do_not_keep_the_connection_open() -> None:
+    w = wire(header_timeout=30)
+    opened = clock(w)
+    _, data = w.begin(send=False)
+    for second, byte in enumerate(data[:40]):
+        w.send(bytes([byte]))
+        w.conn.check_deadlines(opened + second)
+    assert w.transport.calls == ["close"]  # at 30 s, though bytes kept coming
+    assert w.app.started == 0
+
+
+@in_loop
+async def test_a_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_request_restarts_the_clock() -> None:
+    w = wire(idle_timeout=90, header_timeout=30)
+    opened = clock(w)
+    request_id, _ = w.begin()
+    assert w.response(request_id) == (200, b"hello")
+    w.conn.check_deadlines(opened + 1)  # idle from here
+    w.conn.check_deadlines(opened + 80)
+    request_id, _ = w.begin()  # a second request at 80 s
+    assert w.response(request_id) == (200, b"hello")
+    w.conn.check_deadlines(opened + 81)
+    w.conn.check_deadlines(opened + 170)
+    assert w.transport.calls.count("close") == 0  # past the header timeout, within the idle one
+    w.conn.check_deadlines(opened + 171)
+    assert w.transport.calls[-1] == "close"
+
+
+@in_loop
+async def test_a_request_in_flight_is_not_an_idle_connection() -> None:
+    w = wire(App(respond_on_end=False), idle_timeout=5, header_timeout=5)
+    opened = clock(w)
+    request_id, _ = w.begin()
+    w.conn.check_deadlines(opened + 1000)
+    assert "close" not in w.transport.calls
+    w.app.handlers[request_id].stream.end(RESPONSE)
+    assert w.response(request_id) == (200, b"hello")
+
+
+@in_loop
+async def test_a_body_that_stops_arriving_fails_with_408_after_the_body_timeout() -> None:
+    w = wire(App(respond_on_end=False), body_timeout=60)
+    opened = clock(w)
+    request_id, _ = w.begin(body=None, params={"CONTENT_LENGTH": "100"})
+    w.send(w.web.send_stdin(request_id, b"x" * 50))
+    w.conn.check_deadlines(opened + 1)
+    w.conn.check_deadlines(opened + 50)
+    w.send(w.web.send_stdin(request_id, b"x" * 10))  # still arriving at 50 s
+    w.conn.check_deadlines(opened + 51)
+    w.conn.check_deadlines(opened + 110)
+    assert request_id not in w.ended and not w.app.handlers[request_id].disconnected
+    w.conn.check_deadlines(opened + 111)
+    assert w.app.handlers[request_id].disconnected
+    assert w.response(request_id) == (408, b"Request Timeout\n")
+    assert not w.transport.closing  # KEEP_CONN: the connection serves on
+    w.send(pack_stream(RecordType.STDIN, request_id, b"x" * 40))  # a late rest of the body is dropped
+    assert w.app.handlers[request_id].body == b"x" * 60
+
+
+@in_loop
+async def test_a_body_the_server_stopped_reading_is_not_a_stalled_body() -> None:
+    w = wire(App(respond_on_end=False), body_timeout=60)
+    opened = clock(w)
+    request_id, _ = w.begin(body=None)
+    w.send(w.web.send_stdin(request_id, b"x"))
+    w.app.handlers[request_id].stream.pause_reading()  # the app is behind
+    for second in range(1, 200, 10):
+        w.conn.check_deadlines(opened + second)
+    assert not w.app.handlers[request_id].disconnected
+
+
+@in_loop
+async def test_a_web_server_that_takes_no_output_is_closed_after_the_send_timeout() -> None:
+    w = wire(App(respond_on_end=False), send_timeout=60)
+    opened = clock(w)
+    request_id, _ = w.begin()
+    w.conn.pause_writing()
+    w.transport.buffered = 1_000_000
+    w.conn.check_deadlines(opened + 1)
+    w.transport.buffered = 900_000  # it took some at 30 s
+    w.conn.check_deadlines(opened + 30)
+    w.conn.check_deadlines(opened + 89)
+    assert w.transport.calls == []
+    w.conn.check_deadlines(opened + 90)
+    assert w.transport.calls == ["abort"]
+    await step()
+    assert w.app.handlers[request_id].disconnected
+
+
+@in_loop
+async def test_a_drained_buffer_restarts_the_send_clock() -> None:
+    w = wire(App(respond_on_end=False), send_timeout=60)
+    opened = clock(w)
+    w.begin()
+    w.transport.buffered = 500
+    w.conn.pause_writing()
+    w.conn.check_deadlines(opened + 1)
+    w.conn.resume_writing()
+    w.conn.pause_writing()
+    w.conn.check_deadlines(opened + 70)
+    w.conn.check_deadlines(opened + 129)
+    assert w.transport.calls == []
+
+
+@in_loop
+async def test_the_sweeper_checks_every_connection_about_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection, "SWEEP_INTERVAL", 0.01)
+    state = worker_state(App(), header_timeout=0.05)
+    sweeper = connection.ConnectionSweeper(state, asyncio.get_running_loop())
+    sweeper.start()
+    silent = Wire(state)
+    await asyncio.sleep(0.2)
+    sweeper.close()
+    assert silent.transport.calls == ["close"]
+    assert not connection.ConnectionSweeper(worker_state(App()), asyncio.get_running_loop()).needed
+
+
+# ------------------------------------------------------- management replies, half-close
+
+
+@in_loop
+async def test_management_replies_stop_the_reading_while_the_web_server_is_not_reading() -> None:
+    w = wire()
+    w.conn.pause_writing()  # the web server stopped reading
+    w.send(w.web.get_values([FCGI_MAX_REQS]) * 100)
+    assert w.transport.calls == ["write", "pause_reading"]
+    w.send(w.web.get_values([FCGI_MAX_REQS]))  # what one read held still gets its answer
+    w.conn.resume_writing()
+    assert w.transport.calls[-1] == "resume_reading"
+    assert sum(isinstance(event, ValuesResult) for event in w.read()) == 101
+
+
+@in_loop
+async def test_requests_written_whole_before_a_half_close_are_answered() -> None:
+    w = wire(App(respond_on_end=False))
+    first, _ = w.begin()
+    second, _ = w.begin()
+    assert w.conn.eof_received() is True  # keep the transport open for the answers
+    w.app.handlers[first].stream.end(RESPONSE)
+    assert w.response(first) == (200, b"hello")
+    assert "close" not in w.transport.calls
+    w.app.handlers[second].stream.end(RESPONSE)
+    assert w.response(second) == (200, b"hello")
+    assert w.transport.calls[-1] == "close"
+
+
+@in_loop
+async def test_a_half_close_mid_body_ends_that_request() -> None:
+    w = wire(App(respond_on_end=False))
+    request_id, _ = w.begin(body=None)
+    w.send(w.web.send_stdin(request_id, b"part"))
+    assert not w.conn.eof_received()
+    assert w.app.handlers[request_id].disconnected
+    w.read()
+    assert w.ended[request_id].app_status == 1
+    assert w.transport.calls[-1] == "close"
+
+
+@in_loop
+async def test_a_half_close_with_nothing_in_flight_closes() -> None:
+    w = wire()
+    request_id, _ = w.begin()
+    assert w.response(request_id) == (200, b"hello")
+    assert not w.conn.eof_received()

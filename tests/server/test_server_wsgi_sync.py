@@ -85,7 +85,7 @@ def test_a_large_body_still_arriving_goes_to_the_pool_thread_and_the_app_starts_
         start_response("200 OK", [])
         return [b"%d+%d" % (len(line), len(rest))]
 
-    with serve(app, sync=True) as server, RawConnection(server.address) as conn:
+    with serve(app, sync=True, request_buffering=False) as server, RawConnection(server.address) as conn:
         rest = INLINE_BODY  # with the first line, more than a body the call would wait for
         request_id = conn.begin("POST", "/upload", headers=(("Content-Length", str(6 + rest)),))
         conn.send_stdin(request_id, b"hello\n")
