@@ -170,6 +170,8 @@ class ASGIRequest:
         self.task: asyncio.Task[None] | None = None  # cancelled past --timeout
         self.running = False  # run() has begun (so it will take its task out of adapter.tasks)
         self.call: Any = None  # what the app returned (its coroutine): the slow log shows its stack
+        #: ``scope["extensions"]["fcgi.data"]``: the FILTER role's data stream; None otherwise.
+        self.data = DataStream(self) if stream.role is Role.FILTER else None
 
     # ------------------------------------------------ RequestHandler (loop side)
 
@@ -185,6 +187,14 @@ class ASGIRequest:
     def end_body(self) -> None:
         self.body_done = True
         self._wake()
+
+    def receive_data(self, data: bytes) -> None:
+        if self.data is not None:
+            self.data.feed(data)
+
+    def end_data(self) -> None:
+        if self.data is not None:
+            self.data.end()
 
     def disconnect(self) -> None:
         self.response = _GONE  # Rule 5
@@ -267,6 +277,8 @@ class ASGIRequest:
         stream = self.stream
         try:
             scope = asgi_scope(stream.params, stream.role, self.adapter.root_path, self.adapter.state)
+            if self.data is not None:
+                scope["extensions"]["fcgi.data"] = self.data
             self.call = self.adapter.app(scope, self.receive, self.send)  # type: ignore[arg-type]
             await self.call
         except ClientDisconnected:
@@ -301,6 +313,82 @@ class ASGIRequest:
             return
         self.response = _COMPLETE
         self.stream.end(b"" if state is _STREAMING else _INTERNAL_ERROR, app_status=1)
+
+
+class DataStream:
+    """``scope["extensions"]["fcgi.data"]`` of a FILTER request: the file the web server
+    wants filtered (FCGI_DATA, spec 6.4), which arrives after the whole body.
+
+    ``await receive()`` gives ``{"type": "fcgi.data", "body": bytes, "more_body": bool}``
+    messages, as the body's ``http.request`` ones, and ``{"type": "http.disconnect"}`` once
+    the request is gone or its response complete; ``await read()`` gives all the rest at
+    once. ``length`` and ``last_modified`` are the FCGI_DATA_LENGTH and FCGI_DATA_LAST_MOD
+    params as ints (None when missing or not a number). Reading from the web server
+    pauses while more than :data:`MAX_QUEUED_BODY` bytes of it wait unread, as for the
+    body: so read the body first (the web server sends it first).
+    """
+
+    def __init__(self, request: ASGIRequest) -> None:
+        self._request = request  # its wake-ups (_wait, _wake) and its response state
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._done = False
+        self._delivered = False
+        params = request.stream.params
+        self.length = _int_param(params.get("FCGI_DATA_LENGTH"))
+        self.last_modified = _int_param(params.get("FCGI_DATA_LAST_MOD"))
+
+    # ------------------------------------------------ loop side (the connection)
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._queued += len(data)
+        if self._queued > MAX_QUEUED_BODY:
+            self._request.stream.pause_reading()
+        self._request._wake()
+
+    def end(self) -> None:
+        self._done = True
+        self._request._wake()
+
+    # ------------------------------------------------------------------ app side
+
+    async def receive(self) -> dict[str, Any]:
+        request = self._request
+        while True:
+            if request.response is _GONE:
+                return {"type": "http.disconnect"}
+            if self._chunks:
+                chunks = self._chunks
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                if self._queued > MAX_QUEUED_BODY:
+                    request.stream.resume_reading()
+                self._queued = 0
+                self._delivered = self._done
+                return {"type": "fcgi.data", "body": data, "more_body": not self._done}
+            if self._done and not self._delivered:
+                self._delivered = True
+                return {"type": "fcgi.data", "body": b"", "more_body": False}
+            if request.response is _COMPLETE:  # the request is over: no more will come
+                return {"type": "http.disconnect"}
+            await request._wait()
+
+    async def read(self) -> bytes:
+        """The rest of the data stream, whole (in memory); ClientDisconnected if the
+        request is gone first."""
+        parts: list[bytes] = []
+        while True:
+            message = await self.receive()
+            if message["type"] != "fcgi.data":
+                raise ClientDisconnected("the request was aborted or its connection closed")
+            parts.append(message["body"])
+            if not message["more_body"]:
+                return b"".join(parts)
+
+
+def _int_param(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def _refusal(state: Response, kind: object) -> Exception:
