@@ -217,12 +217,21 @@ def request_parser() -> argparse.ArgumentParser:
                         help="Print what the application wrote to FCGI_STDERR on stderr.")
     parser.add_argument("--values", action="store_true",
                         help="Ask FCGI_GET_VALUES (FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS) instead.")
+    parser.add_argument("--role", choices=("responder", "authorizer", "filter"),
+                        help="The FastCGI role asked for (default: responder; filter with --data-file).")
+    parser.add_argument("--data-file", metavar="FILE",
+                        help="The FILTER role's data stream (FCGI_DATA, sent after the body), read from FILE.")
     return parser
 
 
 def _request(argv: list[str]) -> int:
     args = request_parser().parse_args(argv)
     _check_request_arguments("request", args)
+    if args.data_file is not None:
+        if args.role not in (None, "filter"):
+            raise UserError(f"request: --data-file is the FILTER role's data stream, not for --role {args.role}")
+        if not os.path.isfile(args.data_file) or not os.access(args.data_file, os.R_OK):
+            raise UserError(f"request: --data-file {args.data_file}: not a readable file")
     main_request: Callable[[argparse.Namespace], int] = importlib.import_module("fcgibridge.client").main_request
     return main_request(args)
 

@@ -32,22 +32,44 @@ from ._base import (
     Timeout,
     Upload,
     connect_error,
+    iter_body,
 )
 
 
 async def _writes(upload: Upload) -> AsyncIterator[bytes]:
-    """The upload's writes in order; an async iterable body is awaited piece by piece."""
-    if not hasattr(upload.body, "__aiter__"):
+    """The upload's writes in order; an async iterable body (or data stream) is awaited
+    piece by piece."""
+    if not hasattr(upload.body, "__aiter__") and not hasattr(upload.data, "__aiter__"):
         for data in upload.writes():
             yield data
         return
     yield upload.first
-    async for chunk in upload.body:
-        if (piece := upload.push(chunk)) is None:
+    if upload.body is not None:
+        async for chunk in _pieces(upload.body):
+            if (piece := upload.push(chunk)) is None:
+                return
+            yield piece
+        if (last := upload.end()) is None:
             return
-        yield piece
-    if (last := upload.end()) is not None:
         yield last
+    if upload.data is not None:
+        async for chunk in _pieces(upload.data):
+            if (piece := upload.push_data(chunk)) is None:
+                return
+            yield piece
+        if (last := upload.end_data()) is not None:
+            yield last
+
+
+async def _pieces(source: Any) -> AsyncIterator[bytes]:
+    """The pieces of a body or data stream: an async iterable as it yields them, anything
+    else as :func:`iter_body` cuts it."""
+    if hasattr(source, "__aiter__"):
+        async for chunk in source:
+            yield chunk
+        return
+    for chunk in iter_body(source):
+        yield chunk
 
 
 class _AsyncConnection:
@@ -134,7 +156,7 @@ class _AsyncConnection:
 
     async def upload(self, upload: Upload, deadline: Deadline) -> None:
         """Send the request's writes in order (as long as the server has not answered)."""
-        if upload.body is None:  # the whole request is in the first write: no generators needed
+        if upload.body is None and upload.data is None:  # the whole request is in the first write
             await self.send(upload.first, upload.exchange, deadline)
             return
         async for data in _writes(upload):
@@ -231,7 +253,7 @@ class AsyncFastCGIClient(ClientBase[_AsyncConnection]):
 
     async def request(self, method: str = "GET", path: str = "/", **options: Unpack[RequestOptions]) -> Response:
         """Send one request and read the whole response (the options of
-        :meth:`FastCGIClient.request`); ``body`` may be an async iterable."""
+        :meth:`FastCGIClient.request`); ``body`` and ``data`` may be async iterables."""
         conn, exchange, deadline = await self._start(self._spec(method, path, **options), keep_raw=True)
         try:
             while not exchange.done:

@@ -14,6 +14,7 @@ move bytes between a socket and a channel, and wait.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -329,6 +330,21 @@ def body_length(body: Body) -> int | None:
     return int(end - position)
 
 
+def data_params(data: Body) -> dict[str, str]:
+    """The FILTER role's params for its data stream (spec 6.4): ``FCGI_DATA_LENGTH`` when
+    the length is known (bytes, a seekable file), ``FCGI_DATA_LAST_MOD`` (seconds since
+    the epoch) when it is a file on disk."""
+    params: dict[str, str] = {}
+    length = body_length(data)
+    if length is not None:
+        params["FCGI_DATA_LENGTH"] = str(length)
+    fileno = getattr(data, "fileno", None)
+    if fileno is not None:
+        with contextlib.suppress(OSError, ValueError):  # a file-like with no file behind it
+            params["FCGI_DATA_LAST_MOD"] = str(int(os.fstat(fileno()).st_mtime))
+    return params
+
+
 def iter_body(body: Body) -> Iterator[bytes]:
     """The pieces of a body given as bytes, a binary file, or an iterable of bytes."""
     if body is None:
@@ -353,17 +369,20 @@ class RequestOptions(TypedDict, total=False):
 
     ``params``: CGI variables applied last (they win over everything); ``headers``: pairs
     or a mapping, sent as :func:`build_params` says; ``body``: bytes, a binary file, an
-    iterable of bytes (or, for the asyncio client, an async iterable); ``script_filename``
-    and ``root``: as for :func:`build_params`, default the client's; ``role``: the FastCGI
-    role (RESPONDER); ``timeout``: one number or a :class:`Timeout`, default the client's.
+    iterable of bytes (or, for the asyncio client, an async iterable); ``data``: the
+    FILTER role's data stream (FCGI_DATA, sent after the body), as ``body``;
+    ``script_filename`` and ``root``: as for :func:`build_params`, default the client's;
+    ``role``: the FastCGI role (RESPONDER; FILTER when ``data`` is given); ``timeout``:
+    one number or a :class:`Timeout`, default the client's.
     """
 
     params: Mapping[str, str] | None
     headers: Iterable[tuple[str, str]] | Mapping[str, str]
     body: Any
+    data: Any
     script_filename: str | None
     root: str | None
-    role: Role
+    role: Role | None
     timeout: float | Timeout | None
 
 
@@ -381,12 +400,14 @@ class ClientOptions(TypedDict, total=False):
 
 @dataclass
 class RequestSpec:
-    """One request, ready to send: its params, role, body and timeout."""
+    """One request, ready to send: its params, role, body, timeout and (FILTER role) data."""
 
     params: dict[str, str]
     role: Role
     body: Any
     timeout: Timeout = field(default_factory=Timeout)
+    #: The FILTER role's data stream, sent after the body; None for the other roles.
+    data: Any = None
 
 
 # ------------------------------------------------------------------------ exchanges
@@ -409,7 +430,8 @@ class Exchange:
         self.raw: list[bytes] | None = None
         self.ended: RequestEnded | None = None
         self.error: FastCGIError | None = None
-        #: The body was sent whole (the closing empty STDIN went out).
+        #: The input was sent whole (the closing empty STDIN went out; for a FILTER
+        #: request, the closing empty DATA).
         self.body_sent = False
         #: The caller stopped listening; further output is dropped.
         self.abandoned = False
@@ -556,11 +578,15 @@ class Channel:
             self.reusable = False
         self.exchanges[request_id] = exchange
         body = spec.body
-        if body is None or (isinstance(body, bytes | bytearray | memoryview) and len(body) <= SMALL_BODY):
-            exchange.body_sent = True
-            data += self.core.end_stdin(request_id, bytes(body) if body else b"")
-            return exchange, Upload(self, exchange, data, None)
-        return exchange, Upload(self, exchange, data, body)
+        if not _small(body):
+            return exchange, Upload(self, exchange, data, body, spec.data)
+        data += self.core.end_stdin(request_id, bytes(body) if body else b"")
+        if not _small(spec.data):  # the body went with the params, the data follows
+            return exchange, Upload(self, exchange, data, None, spec.data)
+        if spec.data is not None:
+            data += self.core.end_data(request_id, bytes(spec.data))
+        exchange.body_sent = True
+        return exchange, Upload(self, exchange, data, None)
 
     def keepable(self, exchange: Exchange, keep_alive: bool) -> bool:
         """After ``exchange``: may the connection wait in the pool for another request?"""
@@ -647,24 +673,34 @@ class Channel:
                 exchange.fail(error)
 
 
+def _small(stream: Any) -> bool:
+    """A body (or data stream) that goes out in the first write: none, or small bytes."""
+    return stream is None or (isinstance(stream, bytes | bytearray | memoryview) and len(stream) <= SMALL_BODY)
+
+
 # -------------------------------------------------------------------------- uploads
 
 
 class Upload:
     """The writes that carry one request, in order: :attr:`first` (BEGIN_REQUEST and the
     params; the whole body too when it is small bytes), then one STDIN write per body
-    piece (:meth:`push`), then the empty STDIN that ends it (:meth:`end`).
+    piece (:meth:`push`), then the empty STDIN that ends it (:meth:`end`); for a FILTER
+    request then the same for its data stream (:meth:`push_data`, :meth:`end_data`),
+    which spec 6.4 sends after the body.
 
     Once the server has answered (or the request is no longer active) the rest is not
     sent, and the connection is not reused: the server may still wait for the body.
     """
 
-    def __init__(self, channel: Channel, exchange: Exchange, first: bytes, body: Any) -> None:
+    def __init__(self, channel: Channel, exchange: Exchange, first: bytes, body: Any, data: Any = None) -> None:
         self.channel = channel
         self.exchange = exchange
         self.first = first
         #: The body still to send after :attr:`first`; None when it went out with it.
         self.body = body
+        #: The FILTER role's data stream still to send after the body; None when there
+        #: is none, or it went out with :attr:`first`.
+        self.data = data
 
     def push(self, chunk: bytes) -> bytes | None:
         """The write of one body piece; None: stop sending."""
@@ -678,18 +714,43 @@ class Upload:
         """The write that ends the body; None: nothing more to send."""
         if self.body is None or self._cut_short():
             return None
-        self.exchange.body_sent = True
+        self.exchange.body_sent = self.data is None
         return self.channel.core.end_stdin(self.exchange.request_id)
 
+    def push_data(self, chunk: bytes) -> bytes | None:
+        """The write of one piece of the data stream; None: stop sending."""
+        if self._cut_short():
+            return None
+        if not chunk:
+            return b""
+        return self.channel.core.send_data(self.exchange.request_id, bytes(chunk))
+
+    def end_data(self) -> bytes | None:
+        """The write that ends the data stream; None: nothing more to send."""
+        if self.data is None or self._cut_short():
+            return None
+        self.exchange.body_sent = True
+        return self.channel.core.end_data(self.exchange.request_id)
+
     def writes(self) -> Iterator[bytes]:
-        """Every write in order, for a body of bytes, a binary file or an iterable of bytes."""
+        """Every write in order, for a body (and data) of bytes, a binary file or an
+        iterable of bytes."""
         yield self.first
-        for chunk in iter_body(self.body):
-            if (data := self.push(chunk)) is None:
+        if self.body is not None:
+            for chunk in iter_body(self.body):
+                if (data := self.push(chunk)) is None:
+                    return
+                yield data
+            if (data := self.end()) is None:
                 return
             yield data
-        if (data := self.end()) is not None:
-            yield data
+        if self.data is not None:
+            for chunk in iter_body(self.data):
+                if (data := self.push_data(chunk)) is None:
+                    return
+                yield data
+            if (data := self.end_data()) is not None:
+                yield data
 
     def _cut_short(self) -> bool:
         exchange = self.exchange
@@ -760,17 +821,24 @@ class ClientBase(Generic[C]):
         params: Mapping[str, str] | None = None,
         headers: Iterable[tuple[str, str]] | Mapping[str, str] = (),
         body: Any = b"",
+        data: Any = None,
         script_filename: str | None = None,
         root: str | None = None,
-        role: Role = Role.RESPONDER,
+        role: Role | None = None,
         timeout: float | Timeout | None = None,
     ) -> RequestSpec:
         """The request that ``request(method, path, **options)`` sends (see :class:`RequestOptions`)."""
+        role = role if role is not None else Role.FILTER if data is not None else Role.RESPONDER
+        if data is not None and role is not Role.FILTER:
+            raise ValueError(f"data= is the FILTER role's data stream; a {role.name} request has none")
+        if role is Role.FILTER and data is None:
+            data = b""  # the stream is still sent, empty: the server waits for its end
         length = body_length(body) if not (isinstance(body, bytes) and not body) else None
+        extra = {**(data_params(data) if role is Role.FILTER else {}), **self.params, **(params or {})}
         all_params = build_params(method, path, headers=headers, content_length=length,
                                   script_filename=script_filename or self.script_filename,
-                                  document_root=root or self.root, extra={**self.params, **(params or {})})
-        return RequestSpec(all_params, role, body, self._timeout(timeout))
+                                  document_root=root or self.root, extra=extra)
+        return RequestSpec(all_params, role, body, self._timeout(timeout), data)
 
     def _timeout(self, timeout: float | Timeout | None) -> Timeout:
         return self.timeout if timeout is None else Timeout.of(timeout)

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from typing import IO, Any
 
+from ..protocol import Role
 from ._base import FastCGIError, Timeout
 from ._sync import FastCGIClient
 
@@ -54,9 +55,13 @@ def _request(client: FastCGIClient, args: Any) -> int:
             body = stack.enter_context(open(args.data[1:], "rb"))
         elif args.data is not None:
             body = args.data.encode()
+        data_file = getattr(args, "data_file", None)
+        data = stack.enter_context(open(data_file, "rb")) if data_file is not None else None
+        role_name = getattr(args, "role", None)
+        role = Role[role_name.upper()] if role_name else None
         out = sys.stdout.buffer
         with client.stream(method, args.path or "/", headers=headers, body=body, params=params,
-                           script_filename=args.script_filename) as response:
+                           script_filename=args.script_filename, role=role, data=data) as response:
             if args.include:
                 out.write(f"Status: {response.status} {response.reason}\r\n".encode("latin-1"))
                 out.write(b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in response.headers) + b"\r\n")

@@ -198,10 +198,11 @@ class FastCGIClient(ClientBase[Connection]):
     def request(self, method: str = "GET", path: str = "/", **options: Unpack[RequestOptions]) -> Response:
         """Send one request and read the whole response.
 
-        The options are ``params``, ``headers``, ``body``, ``script_filename``, ``root``,
-        ``role`` and ``timeout`` (:class:`~fcgibridge.client._base.RequestOptions`).
+        The options are ``params``, ``headers``, ``body``, ``data``, ``script_filename``,
+        ``root``, ``role`` and ``timeout`` (:class:`~fcgibridge.client._base.RequestOptions`).
         ``body`` is bytes, a binary file, or an iterable of bytes (streamed in STDIN
-        records; give a ``Content-Length`` header when its size is not known).
+        records; give a ``Content-Length`` header when its size is not known). ``data``
+        (the same kinds) makes it a FILTER request: its data stream, sent after the body.
         """
         conn, exchange, deadline = self._start(self._spec(method, path, **options), keep_raw=True)
         try:

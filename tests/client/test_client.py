@@ -397,8 +397,11 @@ def test_refusals_are_typed(status: ProtocolStatus, error: type[Exception]) -> N
 
 
 def test_unknown_role_from_fcgibridge(server: Any) -> None:
+    server.state.roles = (Role.RESPONDER,)  # as for an adapter that cannot serve the others
     with pytest.raises(UnknownRole):
         FastCGIClient(server.address).request(role=Role.FILTER)
+    with pytest.raises(UnknownRole):
+        FastCGIClient(server.address).request(role=Role.AUTHORIZER)
 
 
 def test_garbage_is_a_protocol_failure() -> None:
