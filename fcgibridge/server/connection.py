@@ -164,7 +164,8 @@ class RequestStream:
         self.closed = False  # ended by us, aborted, or the connection is gone
         self.started = False  # response bytes were sent
         self.body_received = 0
-        #: The empty STDIN arrived (an authorizer gets no body at all: spec 6.3).
+        #: The empty STDIN arrived (an authorizer gets no body at all: spec 6.3; a
+        #: filter's input ends with its empty DATA).
         self.body_ended = role is Role.AUTHORIZER
         # --body-timeout (ConnectionSweeper): body_received when last seen, and since when.
         self.watch_mark = -1
@@ -467,17 +468,21 @@ class FastCGIProtocol:
             elif type(event) is RequestBodyEnd:
                 stream = self.streams.get(event.request_id)
                 if stream is not None:
-                    stream.body_ended = True
+                    stream.body_ended = stream.role is not Role.FILTER  # a filter's input ends with its DATA
                     if stream._handler is not None:
                         stream._handler.end_body()
             elif type(event) is RequestData:
                 stream = self.streams.get(event.request_id)
-                if stream is not None and stream._handler is not None:
-                    stream._handler.receive_data(event.data)
+                if stream is not None:
+                    stream.watch_mark = -1  # input is arriving (--body-timeout)
+                    if stream._handler is not None:
+                        stream._handler.receive_data(event.data)
             elif type(event) is RequestDataEnd:
                 stream = self.streams.get(event.request_id)
-                if stream is not None and stream._handler is not None:
-                    stream._handler.end_data()
+                if stream is not None:
+                    stream.body_ended = True
+                    if stream._handler is not None:
+                        stream._handler.end_data()
             elif type(event) is RequestAborted:
                 self._abort(event.request_id, "aborted by the web server")
             elif type(event) is BadRecord:

@@ -8,7 +8,9 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +335,37 @@ def test_filter_data_of_an_aborted_request_is_a_disconnect_for_the_asgi_app() ->
         assert ended.app_status == 1
         conn.wait_closed(timeout=3.0)
     assert outcome == ["http.disconnect", "ClientDisconnected"]
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi3"])
+def test_filter_half_closed_before_its_data_ended_is_ended(interface: str) -> None:
+    """The web server shuts its side after the body but before the data stream's end:
+    the rest of the input never comes, so the request ends (as a body cut short does)."""
+    with serve(filter_app(interface, []), interface, lifespan="off") as server, \
+            RecordingConnection(server.address, timeout=TIMEOUT) as conn:
+        request_id = conn.begin(role=Role.FILTER, body=b"b", keep_conn=False)
+        conn.sock.sendall(conn.core.send_data(request_id, b"part of it\n"))
+        conn.sock.shutdown(socket.SHUT_WR)
+        ended = conn.wait_end(request_id, timeout=3.0)
+        assert ended.app_status == 1
+        conn.wait_closed(timeout=3.0)
+
+
+@pytest.mark.parametrize("interface", ["wsgi", "asgi3"])
+def test_filter_data_that_stops_arriving_times_out_and_data_that_flows_does_not(interface: str) -> None:
+    with serve(filter_app(interface, []), interface, lifespan="off", body_timeout=2) as server, \
+            RecordingConnection(server.address, timeout=TIMEOUT) as stalled, \
+            RecordingConnection(server.address, timeout=TIMEOUT) as flowing:
+        stuck = stalled.begin(role=Role.FILTER, body=b"s")
+        stalled.sock.sendall(stalled.core.send_data(stuck, b"then nothing\n"))
+        slow = flowing.begin(role=Role.FILTER, body=b"f")
+        started = time.monotonic()
+        for _ in range(6):  # 3 s of data, a piece every half second: never 2 s without one
+            flowing.sock.sendall(flowing.core.send_data(slow, b"tick\n"))
+            time.sleep(0.5)
+        flowing.sock.sendall(flowing.core.end_data(slow))
+        flowing.wait_end(slow)
+        assert flowing.response(slow)[1] == b"f|" + b"TICK\n" * 6
+        assert time.monotonic() - started >= 3
+        ended = stalled.wait_end(stuck, timeout=1.0)
+        assert ended.app_status == 1
