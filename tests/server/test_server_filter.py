@@ -195,10 +195,13 @@ def filter_app(interface: str, seen: list[Any]) -> Any:
     return wsgi_filter(seen) if interface == "wsgi" else asgi_filter(seen)
 
 
-@pytest.mark.parametrize("interface", ["wsgi", "asgi3"])
-def test_filter_gets_body_then_data(interface: str) -> None:
+@pytest.mark.parametrize(("interface", "options"), [
+    ("wsgi", {}), ("wsgi", {"sync": True}), ("wsgi", {"inline": "auto"}), ("asgi3", {})])
+def test_filter_gets_body_then_data(interface: str, options: dict[str, Any]) -> None:
+    """In every WSGI mode too: a FILTER call never runs inline, where its app would wait
+    for data on the one thread that reads it."""
     seen: list[Any] = []
-    with serve(filter_app(interface, seen), interface, lifespan="off") as server:
+    with serve(filter_app(interface, seen), interface, lifespan="off", **options) as server:
         client = FastCGIClient(server.address, timeout=TIMEOUT)
         response = client.request("POST", "/page.html", body=b"form", data=b"line one\nline two\n")
         assert response.status == 200
@@ -369,3 +372,19 @@ def test_filter_data_that_stops_arriving_times_out_and_data_that_flows_does_not(
         assert time.monotonic() - started >= 3
         ended = stalled.wait_end(stuck, timeout=1.0)
         assert ended.app_status == 1
+
+
+@pytest.mark.parametrize("options", [{}, {"sync": True}, {"inline": "auto"}], ids=["pool", "sync", "inline-auto"])
+def test_wsgi_filter_whose_data_comes_after_the_body_is_not_run_inline(options: dict[str, Any]) -> None:
+    """Its body is in, its data is not: run on the event loop, the app would wait for
+    data that only the event loop can read."""
+    with serve(wsgi_filter([]), **options) as server, RecordingConnection(server.address, timeout=TIMEOUT) as conn:
+        for _ in range(60 if options.get("inline") else 1):  # inline auto: past the pool streak first
+            warm = conn.begin(role=Role.FILTER, body=b"w")
+            conn.sock.sendall(conn.core.end_data(warm))
+            conn.wait_end(warm)
+        request_id = conn.begin(role=Role.FILTER, body=b"b")
+        time.sleep(0.2)  # the call is placed (its body is in) before the data comes
+        conn.sock.sendall(conn.core.send_data(request_id, b"late\n") + conn.core.end_data(request_id))
+        ended = conn.wait_end(request_id, timeout=3.0)
+        assert ended.app_status == 0 and conn.response(request_id)[1] == b"b|LATE\n"
