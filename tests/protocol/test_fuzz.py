@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from fcgibridge.protocol import ApplicationConnection, RemoteProtocolError, RequestBody, pack_record
+from fcgibridge.protocol import (
+    ApplicationConnection,
+    RecordType,
+    RemoteProtocolError,
+    RequestBody,
+    Role,
+    pack_record,
+    records,
+)
 from fuzz import seeds, targets
 from fuzz.__main__ import main as fuzz_main
 
@@ -113,6 +121,18 @@ def test_events_that_differ_with_the_cutting_are_a_finding() -> None:
     # After a protocol error the coarser feed may have lost its last read's events.
     lost = targets.Outcome([], b"", failed=True, active=0)
     targets.agree(lost, targets.Outcome([RequestBody(1, b"ab")], b"", failed=True, active=1), "whole")
+
+
+def test_core_answers_and_lost_events_are_no_finding() -> None:
+    """Two things the app target once took for findings: the core's own END_REQUEST for
+    an early abort followed by a new request on the same id in the same read; and a
+    read that raised, whose events (a request started) were lost with it."""
+    again = records.pack_begin_request(1, Role.RESPONDER, True)
+    early_abort = again + pack_record(RecordType.ABORT_REQUEST, 1) + again + records.pack_params(1, {"A": "B"})
+    lost = again + records.pack_params(1, {"A": "B"}) + pack_record(RecordType.UNKNOWN_TYPE, 1)
+    for config in (0x00, 0x05, 0x65):
+        targets.check_app(bytes((config, 9)) + early_abort + pack_record(RecordType.STDIN, 1))
+        targets.check_app(bytes((config, 9)) + lost)
 
 
 def test_output_the_client_core_cannot_read_is_a_finding() -> None:
