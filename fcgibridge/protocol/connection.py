@@ -143,6 +143,11 @@ class ApplicationConnection(_Side):
         self.max_params_size = max_params_size
         super().__init__()
         self._requests: dict[int, _AppRequest] = {}
+        #: How many of ``_requests`` are DRAINING (Rule 5: they do not count against the
+        #: limits). A count, so that admitting a request does not walk every draining one:
+        #: a web server that leaves thousands of bodies unfinished made each BEGIN_REQUEST
+        #: cost a pass over all of them.
+        self._draining = 0
         self._replies: list[bytes] = []
         self._closing = False
 
@@ -223,6 +228,7 @@ class ApplicationConnection(_Side):
         if existing is not None:
             if existing.state is RequestState.DRAINING:
                 del self._requests[request_id]  # Rule 5: ended, so the id is free again
+                self._draining -= 1
             else:
                 if existing.state not in SILENT_STATES:
                     reason = "BEGIN_REQUEST for an active request"
@@ -245,7 +251,7 @@ class ApplicationConnection(_Side):
         if not self._requests:
             return None
         # Rule 5: a draining request is over as far as the web server knows
-        running = sum(1 for r in self._requests.values() if r.state is not RequestState.DRAINING)
+        running = len(self._requests) - self._draining
         if running >= self.max_reqs or (running and not self.mpxs_conns):
             return ProtocolStatus.OVERLOADED if self.mpxs_conns else ProtocolStatus.CANT_MPX_CONN
         return None
@@ -263,6 +269,8 @@ class ApplicationConnection(_Side):
         step, next_state = row
         if next_state is None:
             del self._requests[request_id]
+            if request.state is RequestState.DRAINING:  # the one way out of DRAINING
+                self._draining -= 1
         else:
             request.state = next_state
         if step is Step.PARAMS_DATA:
@@ -399,6 +407,7 @@ class ApplicationConnection(_Side):
                 out = [records.pack_stream(RecordType.STDOUT, request_id, stdout) + tail if stdout else tail]
         if request.state in DRAIN_ON_END and request.body_pending:
             request.state = RequestState.DRAINING  # Rule 4
+            self._draining += 1
         else:
             del self._requests[request_id]
         if not request.keep_conn:
