@@ -332,3 +332,17 @@ def test_abort_round_trip_before_params_ended() -> None:
     assert client.receive_data(app.data_to_send()) == [RequestEnded(request_id, 1, 0)]
     assert client.active_requests == 0 and app.active_requests == 0
     assert not app.should_close  # it asked for KEEP_CONN
+
+
+def test_a_draining_filter_does_not_count_against_max_reqs_and_gives_its_place_back() -> None:
+    conn = ApplicationConnection(roles=ROLES, max_reqs=1)
+    conn.receive_data(begin(1, role=Role.FILTER, keep_conn=True) + params(1) + stdin(1))
+    conn.end_request(1)
+    assert conn.state_of(1) is RequestState.DRAINING
+    assert conn.receive_data(begin(2, keep_conn=True) + params(2)) == [RequestStarted(2, Role.RESPONDER, True, PARAMS)]
+    conn.receive_data(data_stream(1, b"the rest"))  # its empty DATA: no longer draining
+    assert conn.state_of(1) is None
+    conn.receive_data(stdin(2))
+    conn.end_request(2)
+    assert conn.receive_data(begin(3, keep_conn=True) + params(3)) == [RequestStarted(3, Role.RESPONDER, True, PARAMS)]
+    assert conn.data_to_send() == b""  # nobody was refused
