@@ -99,7 +99,13 @@ def app_streams() -> dict[str, bytes]:
 
     client = ClientConnection()
     streams["authorizer"] = web_server_request(client, NGINX_PARAMS, role=Role.AUTHORIZER)[1]
-    streams["filter-rejected"] = web_server_request(ClientConnection(), NGINX_PARAMS, role=Role.FILTER)[1]
+    # A FILTER request (spec 6.4): its body, then the file to filter as the DATA stream.
+    client = ClientConnection()
+    request_id, head = web_server_request(client, {**NGINX_PARAMS, "FCGI_DATA_LENGTH": "11"}, b"q=1",
+                                          role=Role.FILTER)
+    streams["filter"] = head + client.send_data(request_id, b"<html>") + client.end_data(request_id, b"</x>")
+    # A GET_VALUES too large to be one (the core refuses it).
+    streams["huge-get-values"] = client.get_values(["FCGI_MAX_REQS"] * 400)
 
     # PARAMS cut inside a pair, padding that is not the minimum, a DATA record, an abort.
     encoded = encode_pairs(NGINX_PARAMS)

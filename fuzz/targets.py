@@ -397,6 +397,8 @@ class AppModel:
         elif isinstance(event, RequestStarted):
             if habit % 3 == 0:
                 self.write(request_id, request, b"Status: 200 OK\r\n\r\n")
+            if habit == 6:
+                self.write(request_id, request, bytes(LARGE_OUTPUT + 5))  # handed back in pieces
             if habit & 4:
                 self.write_stderr(request_id, request, b"warning %d\n" % request_id)
             if habit % 4 == 0:
@@ -428,8 +430,10 @@ class AppModel:
         app_status = 0xFFFFFFFF if habit == 7 else request_id
         head = b""
         stdout = b"" if request.aborted else b"body of %d" % request_id
-        if habit == 5 and not request.aborted:  # a large body with its head in a record of its own
-            head, stdout = b"Content-Type: text/plain\r\n\r\n", bytes(LARGE_OUTPUT + 1 + request_id % 97)
+        if habit == 5 and not request.aborted:
+            # A head and a body: large (the head goes in a record of its own), or small.
+            size = LARGE_OUTPUT + 1 + request_id % 97 if request_id % 2 else 10
+            head, stdout = b"Content-Type: text/plain\r\n\r\n", bytes(size)
         parts = self.conn.end_request_parts(request_id, app_status, stdout=stdout, head=head)
         self.out.append(b"".join(parts))
         if not request.aborted:
