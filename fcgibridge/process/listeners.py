@@ -31,6 +31,8 @@ from ..addresses import Address, FdAddress, TcpAddress, UnixAddress, parse_bind
 from ..errors import UserError
 
 if TYPE_CHECKING:
+    import pwd
+
     from ..config import Config
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "open_listeners",
     "parse_bind",
     "peer_allowed",
+    "socket_warnings",
+    "unix_access",
     "web_server_addrs",
 ]
 
@@ -146,11 +150,17 @@ def _open_tcp(address: TcpAddress, backlog: int) -> socket.socket:
 def _open_unix(address: UnixAddress, backlog: int, mode: int, owner: tuple[int, int] = (-1, -1)) -> socket.socket:
     _remove_stale_socket(address)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # bind() creates the file with 0777 less the umask (often 0755, 0777 under UMask=0000):
+    # a umask that leaves at most *mode* makes it no wider than asked from its first
+    # moment. Nobody can connect before listen() anyway, which comes after chmod and chown.
+    previous = os.umask(0o777 & ~mode)
     try:
         sock.bind(address.path)
     except OSError as exc:
         sock.close()
         raise _bind_error(address, exc) from None
+    finally:
+        os.umask(previous)
     try:
         os.chmod(address.path, mode)
         if owner != (-1, -1):
@@ -302,6 +312,127 @@ def socket_owner(user: str, group: str) -> tuple[int, int]:
             raise UserError(f"--socket-group: no group named {group!r} on this system; give a group name or a gid"
                             ) from None
     return uid, gid
+
+
+#: Accounts web servers commonly run as (Debian, Red Hat, Arch, their packages): who
+#: ``--check-config`` expects to connect to a unix socket.
+WEB_SERVER_USERS = ("www-data", "nginx", "apache", "http", "lighttpd", "caddy")
+
+
+def unix_access(path: str) -> str:
+    """Who may connect to the unix socket at *path*, for the startup log line:
+    ``mode 0660, owner www-data:www-data: that user and group may connect``.
+
+    Connecting to a unix socket needs write permission on its file (and root needs
+    none), so the write bits decide.
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "its file is gone"
+    mode = stat.S_IMODE(info.st_mode)
+    owner = f"{_user_name(info.st_uid)}:{_group_name(info.st_gid)}"
+    return f"mode {mode:04o}, owner {owner}: {_who(mode)} may connect"
+
+
+def _who(mode: int) -> str:
+    if mode & stat.S_IWOTH:
+        return "every local user"
+    match bool(mode & stat.S_IWUSR), bool(mode & stat.S_IWGRP):
+        case True, True:
+            return "that user and group"
+        case True, False:
+            return "that user"
+        case False, True:
+            return "that group"
+    return "only root"
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def socket_warnings(config: Config) -> list[str]:
+    """What ``--check-config`` warns about the unix sockets of ``-b`` (it still exits 0:
+    a wide mode can be deliberate, say in a directory only the web server may enter).
+
+    - a world-writable ``--socket-mode``: every local user could send requests, and
+      with them any REMOTE_USER, HTTPS or REMOTE_ADDR the app trusts;
+    - otherwise, a socket none of the usual web server accounts present on this
+      machine (:data:`WEB_SERVER_USERS`) could connect to: its owner and group will be
+      this user's unless ``--socket-owner``/``--socket-group`` say otherwise.
+    """
+    from ..config import parse_socket_mode
+
+    paths = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
+    if not paths:
+        return []
+    mode = parse_socket_mode(config.socket_mode)
+    if mode & stat.S_IWOTH:
+        return [f"--socket-mode {mode:04o} lets every local user connect to unix:{path} and send requests "
+                "with any REMOTE_USER, HTTPS or REMOTE_ADDR; use 660 and --socket-group with the web "
+                "server's group" for path in paths]
+    uid, gid = socket_owner(config.socket_owner, config.socket_group)
+    warnings = []
+    for path in paths:
+        owner = uid if uid != -1 else os.geteuid()
+        group = gid if gid != -1 else _new_file_group(path)
+        users = _web_server_users()
+        if users and not any(_may_connect(user, owner, group, mode) for user in users):
+            names = ", ".join(user.pw_name for user in users)
+            warnings.append(
+                f"unix:{path} will be mode {mode:04o}, owner {_user_name(owner)}:{_group_name(group)}: no web "
+                f"server account here ({names}) may connect; give the web server's group with --socket-group "
+                f"(such as --socket-group {users[0].pw_name})"
+            )
+    return warnings
+
+
+def _new_file_group(path: str) -> int:
+    """The group a new file at *path* gets: its directory's when that is set-group-ID."""
+    try:
+        info = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return os.getegid()
+    return info.st_gid if info.st_mode & stat.S_ISGID else os.getegid()
+
+
+def _web_server_users() -> list[pwd.struct_passwd]:
+    import pwd
+
+    users = []
+    for name in WEB_SERVER_USERS:
+        with contextlib.suppress(KeyError):
+            users.append(pwd.getpwnam(name))
+    return users
+
+
+def _may_connect(user: pwd.struct_passwd, owner: int, group: int, mode: int) -> bool:
+    import grp
+
+    if user.pw_uid == 0 or mode & stat.S_IWOTH:
+        return True
+    if user.pw_uid == owner:
+        return bool(mode & stat.S_IWUSR)
+    try:
+        members = grp.getgrgid(group).gr_mem
+    except KeyError:
+        members = []
+    return bool(mode & stat.S_IWGRP) and (user.pw_gid == group or user.pw_name in members)
 
 
 def web_server_addrs(environ: Mapping[str, str]) -> frozenset[IPAddress] | None:

@@ -17,7 +17,7 @@ from ..importer import LoadedApp, load
 from ..logs import reopen_logs
 from ..server.asgi import LifespanFailure
 from .contract import ExitCode, Report
-from .listeners import UnixAddress, open_listeners, parse_bind
+from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
 from .supervisor import Supervisor
 from .systemd import sd_notify
@@ -112,11 +112,16 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
 
 
 def describe(sock: socket.socket) -> str:
+    """The address for the startup log; a unix socket's says who may connect to it."""
     name = sock.getsockname()
     if isinstance(name, tuple):
         host, port = name[0], name[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"unix:{name}" if name else f"fd {sock.fileno()}"
+    if not name:
+        return f"fd {sock.fileno()}"
+    if isinstance(name, str):  # a path (an abstract name is bytes, and has no file)
+        return f"unix:{name} ({unix_access(name)})"
+    return f"unix:{name!r}"
 
 
 def _remove_socket_files(paths: list[str]) -> None:

@@ -187,7 +187,9 @@ class TestUnix:
             socket_path = directory / "fcgi.sock"
             backend = f"unix:{socket_path}"
             values = {"/run/app/fcgi.sock": str(socket_path)}
-            with proxy_stack("unix", values, (f"{FRONTEND_APP}:{interface}", "-b", backend), backend, port,
+            # As the page says: the socket is 0660, so its group must be Apache's user's.
+            args = (f"{FRONTEND_APP}:{interface}", "-b", backend, "--socket-group", apache.USER)
+            with proxy_stack("unix", values, args, backend, port,
                              interface, tmp_path_factory.mktemp("apache-unix")) as stack:
                 yield stack
 

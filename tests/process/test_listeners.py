@@ -246,9 +246,41 @@ def test_unix_socket_and_its_mode(opened: list[socket.socket], tmp_path: Path) -
 
 
 def test_unix_socket_default_mode(opened: list[socket.socket], tmp_path: Path) -> None:
+    """0660, as PHP-FPM's listen.mode: not every local user may send requests."""
     path = tmp_path / "app.sock"
     listen(config(f"unix:{path}"), opened)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+
+
+@pytest.mark.parametrize("mode", ["660", "600"])
+def test_unix_socket_is_never_wider_than_its_mode(opened: list[socket.socket], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Even under umask 000 the file bind() makes is no wider than --socket-mode before
+    the chmod, and nothing is accepted before the chmod either (listen comes later)."""
+    path = tmp_path / "app.sock"
+    seen: list[tuple[int, str]] = []
+    real_chmod = os.chmod
+
+    def chmod(target: Any, bits: int, *args: Any, **kwargs: Any) -> None:
+        if str(target) == str(path):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                    outcome = "connected"
+                except ConnectionRefusedError:
+                    outcome = "refused"
+            seen.append((stat.S_IMODE(os.stat(path).st_mode), outcome))
+        real_chmod(target, bits, *args, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    previous = os.umask(0)
+    try:
+        listen(config(f"unix:{path}", socket_mode=mode), opened)
+        assert os.umask(0) == 0  # the process's umask is given back
+    finally:
+        os.umask(previous)
+    assert seen == [(int(mode, 8), "refused")]
+    assert stat.S_IMODE(path.stat().st_mode) == int(mode, 8)
 
 
 def test_bad_socket_mode(opened: list[socket.socket], tmp_path: Path) -> None:

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import grp
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import tomllib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +84,86 @@ def test_socket_owner_and_group_by_name_and_number(tmp_path: Path) -> None:
         st = path.stat()
         assert (st.st_uid, st.st_gid) == (os.geteuid(), group.gr_gid)
         assert FastCGIClient(f"unix:{path}").request("GET", "/pid").status == 200
+
+
+@contextlib.contextmanager
+def directory_everyone_may_enter() -> Iterator[Path]:
+    """pytest's temporary directories are 0700: another user could not reach a socket there."""
+    path = Path(tempfile.mkdtemp(prefix="fcgibridge-sock-"))
+    try:
+        path.chmod(0o755)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def connect_as(user: pwd.struct_passwd, path: Path) -> int:
+    """Connect to the unix socket *path* from a child running as *user* (its own group
+    only); 0 when it connected, else the errno."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(path))
+            code = 0
+        except OSError as exc:
+            code = exc.errno or 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_unix_socket_lets_in_only_its_owner_and_group_and_says_so() -> None:
+    """The default mode 0660: another local user (nobody) cannot connect, until the
+    socket's group is theirs; the startup log line tells who may."""
+    if os.geteuid() != 0:
+        pytest.skip("connecting as another user needs root")
+    nobody = pwd.getpwnam("nobody")
+    own = f"{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}"
+    with directory_everyone_may_enter() as directory:
+        path = directory / "app.sock"
+        with run_fcgibridge(APP, "-b", f"unix:{path}", address=f"unix:{path}") as proc:
+            assert connect_as(nobody, path) == errno.EACCES
+            assert (f"listening on unix:{path} (mode 0660, owner {own}: that user and group may connect)"
+                    in process_log(proc))
+        group = grp.getgrgid(nobody.pw_gid).gr_name
+        with run_fcgibridge(APP, "-b", f"unix:{path}", "--socket-group", group, address=f"unix:{path}") as proc:
+            assert connect_as(nobody, path) == 0
+            owner = f"{pwd.getpwuid(os.geteuid()).pw_name}:{group}"
+            assert f"(mode 0660, owner {owner}: that user and group may connect)" in process_log(proc)
+        with run_fcgibridge(APP, "-b", f"unix:{path}", "--socket-mode", "666", address=f"unix:{path}") as proc:
+            assert connect_as(nobody, path) == 0
+            assert f"(mode 0666, owner {own}: every local user may connect)" in process_log(proc)
+
+
+def test_check_config_warns_about_who_may_connect_but_exits_0(tmp_path: Path) -> None:
+    sock = f"unix:{tmp_path / 's.sock'}"
+    wide = fcgibridge(APP, "-b", sock, "--socket-mode", "666", "--check-config")
+    assert (wide.returncode, wide.stdout) == (0, f"OK: {APP} (WSGI app)\n")
+    assert wide.stderr == (f"WARNING: --socket-mode 0666 lets every local user connect to {sock} and send requests "
+                           "with any REMOTE_USER, HTTPS or REMOTE_ADDR; use 660 and --socket-group with the web "
+                           "server's group\n")
+    assert fcgibridge(APP, "-b", sock, "--socket-mode", "600", "--check-config").stdout.startswith("OK:")
+    assert not (tmp_path / "s.sock").exists()  # checking binds nothing
+    try:
+        web = pwd.getpwnam("www-data")
+    except KeyError:
+        pytest.skip("no www-data account to check the group against")
+    if os.geteuid() == 0 and web.pw_gid != os.getegid():
+        default = fcgibridge(APP, "-b", sock, "--check-config")
+        assert default.returncode == 0 and default.stdout.startswith("OK:")
+        assert default.stderr.startswith(f"WARNING: {sock} will be mode 0660, owner root:"), default.stderr
+        assert "no web server account here (www-data" in default.stderr
+        assert default.stderr.endswith("(such as --socket-group www-data)\n")
+    grouped = fcgibridge(APP, "-b", sock, "--socket-group", grp.getgrgid(web.pw_gid).gr_name, "--check-config")
+    assert (grouped.returncode, grouped.stderr) == (0, "")
 
 
 def test_unknown_socket_owner_or_group_is_one_line_error(tmp_path: Path) -> None:
