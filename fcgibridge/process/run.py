@@ -19,6 +19,7 @@ from ..server.asgi import LifespanFailure
 from .contract import ExitCode, Report
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
+from .shares import ConnectionShares
 from .supervisor import Supervisor
 from .systemd import sd_notify
 from .worker import run_worker
@@ -46,8 +47,10 @@ def run(config: Config) -> int:
         preloaded = load_or_exit(config) if config.preload else None
         if isinstance(preloaded, int):
             return preloaded
-        # Status, ping, access log and the peer filter: made before any worker forks.
-        work = _worker_body(Runtime.from_config(config), listeners, preloaded)
+        # Status, ping, access log, the peer filter, the connection shares: made before
+        # any worker forks.
+        shares = ConnectionShares(config.workers) if config.workers > 1 else None
+        work = _worker_body(Runtime.from_config(config), listeners, preloaded, shares)
         if not needs_supervisor(config):
             code = work(_notify_ready)
             _exit_past_stuck_threads(code, own_socket_files)
@@ -95,7 +98,7 @@ def load_or_exit(config: Config) -> LoadedApp | int:
 
 
 def _worker_body(runtime: Runtime, listeners: list[socket.socket],
-                 preloaded: LoadedApp | None = None) -> Callable[..., int]:
+                 preloaded: LoadedApp | None = None, shares: ConnectionShares | None = None) -> Callable[..., int]:
     """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
 
     def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None) -> int:
@@ -103,7 +106,8 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
         if isinstance(loaded, int):
             return loaded
         try:
-            return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs)
+            return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs,
+                              shares=shares)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return ExitCode.BOOT_FAILED

@@ -48,6 +48,7 @@ from ..server.lifecycle import Lifecycle
 from .apps import build
 from .contract import RETIRE_SIGNAL, Report
 from .runtime import Runtime
+from .shares import ConnectionShares
 from .timeouts import RequestTimeouts
 
 log = logging.getLogger("fcgibridge.server")
@@ -60,6 +61,10 @@ STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
 
 #: Seconds a stopping worker leaves its idle keep-alive connections open.
 KEEPALIVE_GRACE = 1.0
+
+#: Seconds between a worker's reports of its open connections to the others (it also
+#: reports on each new one): how long a closed connection may still count.
+SHARES_INTERVAL = 0.25
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -84,10 +89,13 @@ def run_worker(
     on_ready: Callable[[], None] | None = None,
     report: Callable[[Report], None] | None = None,
     reopen_logs: Callable[[], None] | None = None,
+    shares: ConnectionShares | None = None,
 ) -> int:
-    """Serve until stopped; returns the process exit code."""
+    """Serve until stopped; returns the process exit code. *shares*: the workers' table
+    of open connections, made before they forked (with more than one worker)."""
     worker = Worker(loaded, listeners, runtime)
     worker.reopen_logs = reopen_logs
+    worker.shares = shares
     with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
         return runner.run(worker.serve(on_ready, report))
 
@@ -111,6 +119,14 @@ class Worker:
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.timeouts: RequestTimeouts | None = None
         self.lifecycle: Lifecycle | None = None
+        #: The whole server's connections: each worker's share times the workers. What
+        #: GET_VALUES reports (FCGI_MAX_CONNS, FCGI_MAX_REQS), and, with the shares
+        #: table, what the workers hold between them however the connections fall.
+        self.total_connections = config.max_connections * max(1, config.workers)
+        self.shares: ConnectionShares | None = None
+        self._shares_timer: asyncio.TimerHandle | None = None
+        self._accepting = 0  # connections accepted whose connection_made has not run
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, on_ready: Callable[[], None] | None = None,
                     report: Callable[[Report], None] | None = None) -> int:
@@ -121,7 +137,7 @@ class Worker:
         code = await self.lifecycle.startup()
         if code:
             return code
-        total = config.max_connections * max(1, config.workers)
+        total = self.total_connections
         self.state = state = WorkerState(adapter, max_connections=config.max_connections, max_reqs=total,
                                          max_params_size=config.max_params_size,
                                          max_body_size=config.max_body_size, allowed=self.runtime.allowed,
@@ -132,8 +148,13 @@ class Worker:
         self._install_hooks(state)
         sweeper = ConnectionSweeper(state, loop)
         sweeper.start()
+        self._loop = loop
+        if self.shares is not None and self.shares.claim():
+            self._report_connections()
+        else:
+            self.shares = None
         for sock in self.listeners:
-            factory = cast(Callable[[], asyncio.Protocol], functools.partial(FastCGIProtocol, state))
+            factory = cast(Callable[[], asyncio.Protocol], self._new_connection)
             if sock.family == socket.AF_UNIX:
                 server = await loop.create_unix_server(factory, sock=sock, backlog=config.backlog)
             else:
@@ -149,6 +170,8 @@ class Worker:
         await self._stop.wait()
         if self.timeouts is not None:
             self.timeouts.close()
+        if self._shares_timer is not None:
+            self._shares_timer.cancel()
         try:
             if self._fast:
                 self._close_servers()
@@ -157,6 +180,46 @@ class Worker:
             return 0
         finally:
             sweeper.close()
+
+    def _new_connection(self) -> FastCGIProtocol:
+        """The protocol of a connection just accepted (asyncio calls this before its
+        ``connection_made``, where ``--max-connections`` is applied).
+
+        With more than one worker, the line is the whole server's: a worker may hold
+        more than its share while the others hold less than theirs, and makes room only
+        once the workers together hold ``workers x --max-connections`` (see
+        :mod:`~fcgibridge.process.shares`). GET_VALUES answers for the whole server too:
+        the web server sees one address, not the workers behind it.
+        """
+        state = self.state
+        assert state is not None
+        if self.shares is not None:
+            # Accepted in a batch, connections wait for their connection_made: count them.
+            held = len(state.connections) + self._accepting
+            self._accepting += 1
+            assert self._loop is not None
+            # Runs just before this connection's connection_made, scheduled right after.
+            self._loop.call_soon(self._accepted)
+            self.shares.publish(held + 1)
+            # At least one: room is made (an idle connection closed) in the worker that
+            # accepted; one holding none has nothing to close, and takes the newcomer
+            # rather than refuse it while the others' idle connections stay open.
+            state.max_connections = max(1, self.total_connections - self.shares.others())
+        conn = FastCGIProtocol(state)
+        conn.core.max_conns = self.total_connections
+        return conn
+
+    def _accepted(self) -> None:
+        self._accepting -= 1
+
+    def _report_connections(self) -> None:
+        """Tell the other workers how many connections this one holds, now and every
+        :data:`SHARES_INTERVAL` (a closed connection is not seen as it closes)."""
+        if self.shares is None or self.state is None:
+            return
+        self.shares.publish(len(self.state.connections) + self._accepting)
+        assert self._loop is not None
+        self._shares_timer = self._loop.call_later(SHARES_INTERVAL, self._report_connections)
 
     def _install_hooks(self, state: WorkerState) -> None:
         """--timeout and the slow log, --max-requests: per-request hooks of the connections."""
