@@ -19,6 +19,37 @@ class CGIResponseError(ValueError):
     """The bytes are not a valid CGI response head."""
 
 
+class BadAppResponse(ValueError):
+    """An app's response breaks the rules of its interface (PEP 3333, the ASGI spec): a
+    body that is not bytes, a status outside 100-599, headers that are not name-value
+    pairs of the right type. Raised where the app hands the value over, so the app sees
+    it; the server logs its message, one line naming the mistake (a traceback would end
+    in the server, not where the app made it), and answers 500 or cuts the response."""
+
+
+#: The status codes an app may answer with, WSGI or ASGI (RFC 9110 section 15: three
+#: digits, 100 to 599). A web server takes nothing else from a ``Status:`` line.
+MIN_STATUS = 100
+MAX_STATUS = 599
+
+
+def status_in_range(code: int) -> bool:
+    """The one rule for an app's status code, for both adapters."""
+    return MIN_STATUS <= code <= MAX_STATUS
+
+
+def body_bytes(chunk: object, what: str) -> bytes:
+    """A piece of an app's response body as bytes: bytes as they are; a bytearray or a
+    memoryview copied (harmless, and the app may reuse its buffer once it has handed it
+    over, while the bytes may still wait to be sent); anything else (a str) is the app's
+    mistake: :class:`BadAppResponse` "<what> str, not bytes"."""
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise BadAppResponse(f"{what} {type(chunk).__name__}, not bytes")
+
+
 _PHRASES = {int(status): status.phrase for status in HTTPStatus}
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from asgiref.typing import ASGI3Application
 
-from ..cgi import error_response, format_head
+from ..cgi import BadAppResponse, body_bytes, error_response, format_head, status_in_range
 from ..protocol import Role
 from .connection import ClientDisconnected, RequestStream
 from .environ import asgi_scope
@@ -253,11 +253,13 @@ class ASGIRequest:
         if kind != TAKES[state]:
             raise _refusal(state, kind)
         if state is _WAITING:  # Rule 1
-            self.head = format_head(int(message["status"]), message.get("headers", ()))
+            self.head = _response_head(message)
             self.response = _HELD
             return
         # Rule 2
         body = message.get("body", b"")
+        if type(body) is not bytes:  # checked before the state moves: the 500 or the cut still follows
+            body = body_bytes(body, "the ASGI app sent an http.response.body whose body is")
         if message.get("more_body", False):
             if state is _HELD:
                 body = self.head + body
@@ -286,6 +288,10 @@ class ASGIRequest:
         except asyncio.CancelledError:
             self._finish_failed()
             raise
+        except BadAppResponse as exc:  # the app's mistake, named: no traceback into the server
+            log.error("app error: %s: %s %s", exc, stream.params.get("REQUEST_METHOD", "?"),
+                      stream.params.get("REQUEST_URI", "?"))
+            self._finish_failed()
         except Exception:
             log.exception("error in ASGI app serving %s", stream.params.get("REQUEST_URI", "?"))
             self._finish_failed()
@@ -385,6 +391,29 @@ class DataStream:
             parts.append(message["body"])
             if not message["more_body"]:
                 return b"".join(parts)
+
+
+def _response_head(message: Any) -> bytes:
+    """The CGI head of an ``http.response.start`` message (Rule 1), which must have an
+    int status from 100 to 599 (no bool, str or bytes: the same rule as WSGI's) and
+    headers that are an iterable of [name, value] pairs of bytes (the ASGI spec);
+    :class:`BadAppResponse` names what is wrong."""
+    status = message["status"]
+    if isinstance(status, bool) or not isinstance(status, int) or not status_in_range(status):
+        raise BadAppResponse(f"the ASGI status must be an int from 100 to 599, not {status!r}")
+    headers = message.get("headers", ())
+    try:
+        pairs = list(headers)
+    except TypeError:
+        raise BadAppResponse(f"the ASGI headers must be an iterable of [name, value] pairs, not {headers!r}") from None
+    for pair in pairs:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or type(pair[0]) is not bytes
+                or type(pair[1]) is not bytes):
+            raise BadAppResponse(f"an ASGI header must be a [name, value] pair of bytes, not {pair!r}")
+    try:
+        return format_head(int(status), pairs)
+    except ValueError:
+        raise BadAppResponse("an ASGI header name or value contains a line break") from None
 
 
 def _int_param(value: str | None) -> int | None:

@@ -26,8 +26,10 @@ Rule 1. A call starts QUEUED, to run in a pool thread. A call whose body has arr
         (the default), every call waits for its whole body before it is placed, so a
         slow upload holds no thread; without it, in those modes a call with a small
         body still arriving (:data:`INLINE_BODY`) waits for it. An INLINE call the
-        web server reads slower than it writes, or (default mode) that runs too long,
-        is handed to a pool thread mid-way: QUEUED again.
+        web server reads slower than it writes, or that runs too long (default mode:
+        :class:`InlinePolicy`; sync mode: a response still streaming after
+        :data:`SYNC_SLICE`, so the loop can read an abort), is handed to a pool thread
+        mid-way: QUEUED again.
 
 Rule 2. QUEUED: each write goes on the queue under the lock, and one flush of the queue
         is scheduled on the event loop unless one is already (``_scheduled``). The app
@@ -65,7 +67,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any, Final
 
-from ..cgi import error_response, format_head
+from ..cgi import BadAppResponse, body_bytes, error_response, format_head, status_in_range
 from ..protocol import Role
 from .body import BlockingBody
 from .connection import ClientDisconnected, RequestStream
@@ -85,6 +87,10 @@ HIGH_WATER = 256 * 1024
 #: waits for it holds no thread. A larger one, or one of unknown length, starts in a
 #: pool thread as it arrives, so the app reads it while it streams in.
 INLINE_BODY = 256 * 1024
+
+#: Sync mode: how long an inline response may stream on the event loop thread before
+#: the rest is handed to the pool thread, where an abort does not wait for it (Rule 1).
+SYNC_SLICE = 0.002
 
 _INTERNAL_ERROR = error_response(500)
 
@@ -453,6 +459,11 @@ class WSGIRequest:
             handed_off = work()
         except ClientDisconnected:
             log.info("client went away during %s", stream.params.get("REQUEST_URI", "?"))
+        except BadAppResponse as exc:  # the app's mistake, named: no traceback into the server
+            log.error("app error: %s: %s %s", exc, stream.params.get("REQUEST_METHOD", "?"),
+                      stream.params.get("REQUEST_URI", "?"))
+            with contextlib.suppress(ClientDisconnected):
+                self._fail()
         except BaseException:
             log.exception("error in WSGI app serving %s", stream.params.get("REQUEST_URI", "?"))
             with contextlib.suppress(ClientDisconnected):
@@ -474,7 +485,7 @@ class WSGIRequest:
         result = self.adapter.app(environ, self.start_response)
         if type(result) is list and len(result) == 1 and self.status is not None and not self.head_sent:
             # The usual answer, ``[body]``: head, body and END_REQUEST leave in one write.
-            body = result[0]
+            body: object = result[0]  # not checked as bytes at the assignment (compiled): below
             if type(body) is bytes and len(body) <= HIGH_WATER:
                 if self.output is _INLINE:  # the head in a record of its own: the body is not copied
                     self.output = _ENDED  # Rule 4
@@ -485,15 +496,30 @@ class WSGIRequest:
                 return False
         return self._iterate(result, iter(result))
 
-    def _iterate(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> bool:
+    def _iterate(self, result: Iterable[object], chunks: Iterator[object]) -> bool:
         """Send the app's body chunks, close its iterable, end the request. Returns True
-        if it handed the rest to the pool thread instead (sync mode)."""
+        if it handed the rest to the pool thread instead (inline calls, Rule 1).
+
+        In sync mode a response still streaming :data:`SYNC_SLICE` after its iteration
+        began is handed to the pool thread too, as one the web server reads slowly is: on the
+        event loop thread, an app that waits between chunks would keep the worker from
+        reading anything meanwhile, an FCGI_ABORT_REQUEST included, which is then
+        answered only once the whole response is out. In the pool thread the loop reads
+        it at once, sends END_REQUEST, and the app's next write raises ClientDisconnected
+        (its iterable is closed). What cannot be cut short is a wait inside one step of
+        the app on the loop thread (the call itself, or the ``next()`` of one chunk, in
+        the slice): the abort is answered when that step returns (or when the worker is
+        killed past its time limit). Responses of one chunk, and quick streams, stay on
+        the loop, with --sync's speed."""
         handed_off = False
+        slice_end = time.perf_counter() + SYNC_SLICE if self.output is _INLINE and self.adapter.sync else 0.0
         try:
-            for chunk in chunks:
+            for item in chunks:  # objects: compiled, a str would fail as bytes before the check
+                chunk = item if type(item) is bytes else body_bytes(item, "the WSGI response iterable yielded")
                 if chunk:
                     self._write(chunk)
-                if self.output is _INLINE and (not self.stream.writable or self._too_slow()):
+                if self.output is _INLINE and (not self.stream.writable or self._too_slow()
+                                               or (slice_end and time.perf_counter() > slice_end)):
                     handed_off = True
                     self._hand_off(result, chunks)
                     return True
@@ -511,7 +537,7 @@ class WSGIRequest:
         policy = self.adapter.policy
         return policy.enabled and policy.too_slow(self.started, self.waits)
 
-    def _hand_off(self, result: Iterable[bytes], chunks: Iterator[bytes]) -> None:
+    def _hand_off(self, result: Iterable[object], chunks: Iterator[object]) -> None:
         """Sync mode: the web server reads slower than the app writes; go on in the pool
         thread, which can wait for it, instead of buffering the rest in memory (Rule 1)."""
         self.output = _QUEUED
@@ -534,14 +560,17 @@ class WSGIRequest:
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
         if (type(status) is not str or len(status) < 4 or not status[:3].isascii() or not status[:3].isdigit()
-                or status[3] != " "):
-            raise ValueError(f"WSGI status must be a str like '200 OK', not {status!r}")
+                or status[3] != " " or not status_in_range(int(status[:3]))):
+            raise BadAppResponse(f"the WSGI status must be a str like '200 OK' (100 to 599), not {status!r}")
+        if not isinstance(headers, (list, tuple)):
+            raise BadAppResponse(f"the WSGI headers must be a list of (str, str) tuples, not {type(headers).__name__}")
         for header in headers:
-            if len(header) != 2 or type(header[0]) is not str or type(header[1]) is not str:
-                raise TypeError(f"WSGI headers must be (str, str) tuples, not {header!r}")
+            if (not isinstance(header, (tuple, list)) or len(header) != 2 or type(header[0]) is not str
+                    or type(header[1]) is not str):
+                raise BadAppResponse(f"the WSGI headers must be (str, str) tuples, not {header!r}")
         self.status = status
         self.headers = headers
-        return self._write
+        return self.write
 
     def _head(self) -> bytes:
         """The CGI head for the status and headers given to start_response (latin-1, PEP 3333)."""
@@ -549,13 +578,18 @@ class WSGIRequest:
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
         try:
             return format_head(self.status, headers)
-        except UnicodeError:
+        except UnicodeError:  # the status line is not latin-1 (as a header, UnicodeEncodeError)
             raise
         except ValueError:
-            raise ValueError("a WSGI header name or value contains a line break") from None
+            raise BadAppResponse("a WSGI header name or value contains a line break") from None
+
+    def write(self, data: object) -> None:
+        """The ``write`` callable start_response returns (PEP 3333): bytes only (checked
+        here, so ``data`` is an object: compiled, a ``bytes`` argument is checked first)."""
+        self._write(data if type(data) is bytes else body_bytes(data, "the WSGI write() callable was given"))
 
     def _write(self, data: bytes) -> None:
-        """The ``write`` callable, and where every body chunk goes."""
+        """Where every body chunk goes (checked to be bytes before)."""
         if self.status is None:
             raise RuntimeError("write() before start_response()")
         if not self.head_sent:
