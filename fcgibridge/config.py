@@ -124,8 +124,10 @@ class Config:
     threads: int = option(8, "Threads per worker that run WSGI apps.", "--threads", minimum=1)
     sync: bool = option(False, "WSGI sync mode: each worker runs one request at a time, on its event loop "
                         "thread once the body has arrived (like a gunicorn sync worker or a PHP-FPM child). "
-                        "Fastest for quick apps; an abort or a stop waits for the running request. "
-                        "--threads is then 1.", "--sync")
+                        "Fastest for quick apps. A response still streaming after 2 ms goes on in a helper "
+                        "thread, so an abort ends it at once; an abort or a stop during one step of the app "
+                        "on the loop (the call, or one chunk) waits for that step. --threads is then 1.",
+                        "--sync")
     inline: str = option("never", "WSGI thread-pool mode: always run calls in the pool (never), or on the "
                          "event loop thread itself while the app answers fast, saving two thread hand-offs "
                          "(auto: after 50 calls under 1 ms, until one takes over 2 ms and waited). auto is "
@@ -136,7 +138,9 @@ class Config:
     root_path: str = option("", "Mount point of the app (SCRIPT_NAME / ASGI root_path), overriding what the "
                             "web server sends.", "--root-path", metavar="PATH")
     backlog: int = option(1024, "Listen queue length.", "--backlog", minimum=1)
-    socket_mode: str = option("666", "Permission bits (octal) of unix sockets.", "--socket-mode", metavar="MODE",
+    socket_mode: str = option("660", "Permission bits (octal) of unix sockets: connecting needs write "
+                              "permission, so 660 lets the owner and the group in (give the web server's "
+                              "group with --socket-group).", "--socket-mode", metavar="MODE",
                               validate=parse_socket_mode)
     max_connections: int = option(1024, "Connections each worker serves at once (FCGI_MAX_CONNS is this times "
                                   "the workers).", "--max-connections", minimum=1)

@@ -6,8 +6,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import (
@@ -84,7 +86,7 @@ def test_unix_socket_file_is_removed_on_exit(tmp_path: Path) -> None:
     address = f"unix:{path}"
     with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:
         assert FastCGIClient(address).request("GET", "/pid").status == 200
-        assert (path.stat().st_mode & 0o777) == 0o666
+        assert (path.stat().st_mode & 0o777) == 0o660
         stop_process(proc)
         assert proc.returncode == 0
     assert not path.exists()
@@ -124,21 +126,49 @@ def test_fcgi_web_server_addrs_restricts_tcp_peers(allowed: str, served: bool) -
             assert "not in FCGI_WEB_SERVER_ADDRS" in process_log(proc)
 
 
-def test_connections_past_max_connections_are_refused() -> None:
-    with serve(lambda environ, start_response: [(start_response("200 OK", []) and b"") or b"ok"],
-               max_connections=2) as server:
+def _held_app(release: threading.Event) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/hold":
+            release.wait(10)
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    return app
+
+
+def _refused(address: str) -> bool:
+    with RawConnection(address) as newcomer:
+        with contextlib.suppress(OSError):
+            newcomer.begin("GET", "/", body=b"")
+        try:
+            newcomer.wait_closed(timeout=5)
+        except ConnectionResetError:
+            newcomer.closed = True  # refused with a reset: just as closed
+        return newcomer.closed and not newcomer.ended
+
+
+def test_past_max_connections_an_idle_connection_makes_room_and_busy_ones_refuse() -> None:
+    release = threading.Event()
+    with serve(_held_app(release), max_connections=2) as server:
         first, second = RawConnection(server.address), RawConnection(server.address)
         with first, second:
             first.wait_end(first.begin("GET", "/", body=b""))
             second.wait_end(second.begin("GET", "/", body=b""))
-            with RawConnection(server.address) as third:
-                with contextlib.suppress(OSError):
-                    third.begin("GET", "/", body=b"")
-                try:
-                    third.wait_closed(timeout=5)
-                except ConnectionResetError:
-                    third.closed = True  # refused with a reset: just as closed
-                assert third.closed and not third.ended
-            # the two open ones still work, and a new one is taken once one closed
-            assert first.wait_end(first.begin("GET", "/", body=b"")).protocol_status == 0
+            with RawConnection(server.address) as third:  # both idle: one of them is closed for it
+                assert third.wait_end(third.begin("GET", "/", body=b"")).protocol_status == 0
+                idle = [conn for conn in (first, second) if _closed_soon(conn)]
+                assert len(idle) == 1
+                busy = second if idle == [first] else first
+                held = [third.begin("GET", "/hold", body=b""), busy.begin("GET", "/hold", body=b"")]
+                time.sleep(0.2)
+                assert _refused(server.address)  # every connection has a request in flight
+                release.set()
+                assert third.wait_end(held[0]).protocol_status == 0
+                assert busy.wait_end(held[1]).protocol_status == 0
         assert FastCGIClient(server.address).request("GET", "/").body == b"ok"
+
+
+def _closed_soon(conn: RawConnection) -> bool:
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        conn.wait_closed(timeout=1)
+    return conn.closed
