@@ -193,7 +193,10 @@ class Worker:
         """
         state = self.state
         assert state is not None
-        if self.shares is not None:
+        # Below its own share a worker has room whatever the others hold: the shares are
+        # looked at only from there on, so a server whose web server opens a connection
+        # per request (nginx without keepalive) pays nothing for them per request.
+        if self.shares is not None and len(state.connections) + self._accepting >= self.config.max_connections:
             # Accepted in a batch, connections wait for their connection_made: count them.
             held = len(state.connections) + self._accepting
             self._accepting += 1
@@ -205,6 +208,8 @@ class Worker:
             # accepted; one holding none has nothing to close, and takes the newcomer
             # rather than refuse it while the others' idle connections stay open.
             state.max_connections = max(1, self.total_connections - self.shares.others())
+        elif state.max_connections < self.config.max_connections:
+            state.max_connections = self.config.max_connections  # lowered while the others were full
         conn = FastCGIProtocol(state)
         conn.core.max_conns = self.total_connections
         return conn
