@@ -6,7 +6,7 @@ kernel hands each new connection to whichever worker accepts first, not to the o
 room: under a burst one worker may reach its share while another still has room (with
 ``-w 2 --max-connections 1024``, of 2,048 connections opened at once the server held
 2,005 to 2,047 in five runs, the rest closed to make room).
-So each worker looks here as it accepts: while the workers together hold less than
+So a worker that holds its share looks here as it accepts: while the workers together hold less than
 ``workers x max_connections`` it takes the newcomer on, even past its own share; only
 when the whole server is full does it make room (closing its connection idle longest)
 or refuse.
@@ -66,8 +66,8 @@ class ConnectionShares:
             _SLOT.pack_into(self.memory, self.index * _SLOT.size, os.getpid(), count)
 
     def others(self) -> int:
-        """The connections the other live workers hold (asked on every accept: whether a
-        worker is alive is checked at most once a second)."""
+        """The connections the other live workers hold (asked on every accept past this
+        worker's share: whether a worker is alive is checked at most once a second)."""
         total = 0
         now = time.monotonic()
         for index in range(self.slots):
