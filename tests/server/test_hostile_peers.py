@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,9 +62,9 @@ MODES: dict[str, tuple[Any, str, dict[str, Any]]] = {
 
 
 @contextlib.contextmanager
-def server(mode: str, **options: Any) -> Iterator[ServerThread]:
+def server(mode: str, unix: Path | None = None, **options: Any) -> Iterator[ServerThread]:
     app, interface, defaults = MODES[mode]
-    with serve(app, interface, **{**defaults, **options}) as running:
+    with serve(app, interface, unix=unix, **{**defaults, **options}) as running:
         yield running
 
 
@@ -191,9 +192,13 @@ def test_a_flood_of_management_records_from_a_peer_that_never_reads_is_not_buffe
         assert hello(running) < 2
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("family", ["tcp", "unix"])
 @pytest.mark.parametrize("mode", ["wsgi", "wsgi-sync", "asgi"])
-def test_a_request_sent_whole_before_a_half_close_is_answered(mode: str) -> None:
-    with server(mode) as running, RawConnection(running.address) as peer:
+def test_a_request_sent_whole_before_a_half_close_is_answered(mode: str, family: str, loop: str,
+                                                              tmp_path: Path) -> None:
+    unix = tmp_path / "s.sock" if family == "unix" else None
+    with server(mode, unix=unix, loop=loop) as running, RawConnection(running.address) as peer:
         request_id = peer.begin("POST", "/upload", body=b"y" * 1000, keep_conn=False)
         peer.sock.shutdown(socket.SHUT_WR)
         ended = peer.wait_end(request_id)
