@@ -155,6 +155,31 @@ def process_log(proc: subprocess.Popen[Any]) -> str:
     return path.read_text(errors="replace") if path else ""
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def machine_has(ok: bool, what: str) -> None:
+    """For a test that needs a property of the machine, not a program (root, IPv6, an
+    account): skipped where it is missing on a developer's machine, failed under
+    ``.ci/run`` (which sets ``EXPECT_EVERY_TEST``), where nothing may be skipped."""
+    if ok:
+        return
+    import pytest
+
+    if os.environ.get("EXPECT_EVERY_TEST"):
+        pytest.fail(f"CI runs every test, and this one needs {what}")
+    pytest.skip(f"needs {what}")
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "the condition") -> None:
     """Poll ``condition`` (every 50 ms) until it is true; AssertionError naming ``what``
     when it is still false after ``timeout`` seconds."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, ipv6_loopback, machine_has
 
 from fcgibridge.config import Config
 from fcgibridge.errors import UserError
@@ -53,17 +53,6 @@ def config(*binds: str, **kwargs: Any) -> Config:
 
 def is_listening(sock: socket.socket) -> bool:
     return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-
-
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 # parse_bind
@@ -144,8 +133,8 @@ def test_tcp(opened: list[socket.socket]) -> None:
         pass
 
 
-@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 def test_tcp_ipv6_is_v6only(opened: list[socket.socket]) -> None:
+    machine_has(ipv6_loopback(), "an IPv6 loopback")
     (sock,) = listen(config("[::1]:0"), opened)
     assert sock.family == socket.AF_INET6
     assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1

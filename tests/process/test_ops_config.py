@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, free_port, process_log, run_fcgibridge
+from support import ROOT, free_port, ipv6_loopback, machine_has, process_log, run_fcgibridge
 
 from fcgibridge.client import FastCGIClient
 
@@ -71,8 +71,7 @@ def test_print_config_shows_the_effective_values_and_reads_back(tmp_path: Path) 
 
 
 def test_socket_owner_and_group_by_name_and_number(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("changing a socket's owner needs root")
+    machine_has(os.geteuid() == 0, "root (to change a socket's owner)")
     user, group = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
     path = tmp_path / "by-name.sock"
     with run_fcgibridge(APP, "-b", f"unix:{path}", "--socket-owner", "nobody", "--socket-group", "nogroup",
@@ -123,8 +122,7 @@ def connect_as(user: pwd.struct_passwd, path: Path) -> int:
 def test_a_unix_socket_lets_in_only_its_owner_and_group_and_says_so() -> None:
     """The default mode 0660: another local user (nobody) cannot connect, until the
     socket's group is theirs; the startup log line tells who may."""
-    if os.geteuid() != 0:
-        pytest.skip("connecting as another user needs root")
+    machine_has(os.geteuid() == 0, "root (to connect as another user)")
     nobody = pwd.getpwnam("nobody")
     own = f"{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}"
     with directory_everyone_may_enter() as directory:
@@ -152,10 +150,8 @@ def test_check_config_warns_about_who_may_connect_but_exits_0(tmp_path: Path) ->
                            "server's group\n")
     assert fcgibridge(APP, "-b", sock, "--socket-mode", "600", "--check-config").stdout.startswith("OK:")
     assert not (tmp_path / "s.sock").exists()  # checking binds nothing
-    try:
-        web = pwd.getpwnam("www-data")
-    except KeyError:
-        pytest.skip("no www-data account to check the group against")
+    machine_has("www-data" in {user.pw_name for user in pwd.getpwall()}, "a www-data account (Debian's)")
+    web = pwd.getpwnam("www-data")
     if os.geteuid() == 0 and web.pw_gid != os.getegid():
         default = fcgibridge(APP, "-b", sock, "--check-config")
         assert default.returncode == 0 and default.stdout.startswith("OK:")
@@ -201,13 +197,7 @@ def test_allow_from_cidr_ranges(allow: list[str], env: dict[str, str], ok: bool)
 
 
 def test_allow_from_ipv6_and_env_var(tmp_path: Path) -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback")
+    machine_has(ipv6_loopback(), "an IPv6 loopback")
     address = f"[::1]:{free_port()}"
     unix = f"unix:{tmp_path / 's.sock'}"  # what the test waits for: its wait_for_port speaks IPv4 only
     with run_fcgibridge(APP, "-b", address, "-b", unix, env={"FCGIBRIDGE_ALLOW_FROM": "::1/128, 10.0.0.0/8"},
