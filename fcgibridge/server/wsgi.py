@@ -259,13 +259,18 @@ class WSGIAdapter:
         request = WSGIRequest(self, stream, loop)
         if self.buffering and not request.body.complete:
             request.awaits_body = True  # Rule 1: end_body() places it
-        elif self.sync or self.policy.enabled:
-            # Decide once this read's events are handled: by then a small request's body
-            # (and the empty STDIN that ends it) has arrived in the same read.
-            loop.call_soon(request.dispatch)
         else:
-            self.submit(request.run, loop)
+            self.place(request)
         return request
+
+    def place(self, request: WSGIRequest) -> None:
+        """Start ``request``'s call: in the pool, or, where calls may run inline, once
+        the events of this read are handled (by then a small body, and the empty STDIN
+        that ends it, has arrived in the same read): :meth:`WSGIRequest.dispatch`."""
+        if self.sync or self.policy.enabled:
+            request.loop.call_soon(request.dispatch)
+        else:
+            self.submit(request.run, request.loop)
 
     def may_run_inline(self) -> bool:
         """A call placed now may run inline, once its body is in (Rule 1): always in
@@ -371,10 +376,7 @@ class WSGIRequest:
         self.body.end()
         if self.awaits_body:  # Rule 1: the call waited for its body; place it now
             self.awaits_body = False
-            if self.adapter.sync or self.adapter.policy.enabled:
-                self.loop.call_soon(self.dispatch)  # may run inline: once this read is handled
-            else:
-                self.adapter.submit(self.run, self.loop)
+            self.adapter.place(self)
 
     def receive_data(self, data: bytes) -> None:
         """A piece of ``fcgi.data`` (FILTER role), spooled as :meth:`receive_body` does."""
