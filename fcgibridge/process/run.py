@@ -20,7 +20,7 @@ from .contract import ExitCode, Report
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
 from .shares import ConnectionShares
-from .supervisor import Supervisor, SupervisorEvents
+from .supervisor import Supervisor
 from .systemd import sd_notify
 from .worker import run_worker
 
@@ -50,13 +50,12 @@ def run(config: Config) -> int:
         # Status, ping, access log, the peer filter, the connection shares: made before
         # any worker forks.
         shares = ConnectionShares(config.workers) if config.workers > 1 else None
-        runtime = Runtime.from_config(config)
-        work = _worker_body(runtime, listeners, preloaded, shares)
+        work = _worker_body(Runtime.from_config(config), listeners, preloaded, shares)
         if not needs_supervisor(config):
             code = work(_notify_ready)
             _exit_past_stuck_threads(code, own_socket_files)
             return code
-        return _supervise(config, work, supervisor_events(config, runtime, listeners))
+        return _supervise(config, work)
     finally:
         _remove_socket_files(own_socket_files)
 
@@ -65,18 +64,12 @@ def needs_supervisor(config: Config) -> bool:
     return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload)
 
 
-def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket]) -> list[SupervisorEvents]:
-    """Everything in the master that follows the workers' lives: one entry per concern."""
-    events: list[SupervisorEvents] = []
-    return events
-
-
-def _supervise(config: Config, work: Callable[..., int], events: list[SupervisorEvents]) -> int:
+def _supervise(config: Config, work: Callable[..., int]) -> int:
     def child(report: Callable[[Report], None]) -> int:
         return work(lambda: report(Report.READY), report)
 
     supervisor = Supervisor(config.workers, child, config.graceful_timeout,
-                            on_reopen=reopen_logs, events=events)
+                            on_reopen=reopen_logs)
     supervisor.on_started = _notify_ready
     reloader = None
     if config.reload:
