@@ -217,8 +217,19 @@ class Config:
     slowlog: str = option("", "Slow log file (default: the error log).", "--slowlog", metavar="FILE")
     preload: bool = option(False, "Import the app once in the parent, before forking the workers (a reload then "
                            "keeps the old code).", "--preload")
-    reload: bool = option(False, "Development: restart the workers when a Python file under the current "
-                          "directory changes (needs the reload extra: pip install fcgibridge[reload]).", "--reload")
+    reload: bool = option(False, "Development: restart the workers when a Python file (or a --reload-include "
+                          "file) under the current directory (or the --reload-dir ones) changes (needs the "
+                          "reload extra: pip install fcgibridge[reload]).", "--reload")
+    reload_dir: list[str] = option(  # noqa: RUF009
+        [], "--reload: watch this directory instead of the current one (repeatable).", "--reload-dir",
+        metavar="DIR")
+    reload_include: list[str] = option(  # noqa: RUF009
+        [], "--reload: file names matching this glob (such as *.html or *.toml) reload too; Python files always "
+        "do (repeatable).", "--reload-include", metavar="GLOB")
+    reload_exclude: list[str] = option(  # noqa: RUF009
+        [], "--reload: a change to a file whose name, a directory on its path, or its path below a watched "
+        "directory matches this glob (such as *.log, node_modules or tests/*) never reloads (repeatable).",
+        "--reload-exclude", metavar="GLOB")
 
 
 # --------------------------------------------------------------------------------------

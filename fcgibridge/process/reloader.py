@@ -1,30 +1,67 @@
-"""``--reload`` (development): a graceful reload whenever a Python file changes.
+"""``--reload`` (development): a graceful reload whenever a watched file changes.
 
-The ``watchfiles`` library (the ``reload`` extra) watches the current directory with
-the operating system's notifications; on a change a thread of the supervisor sends the
-supervisor SIGHUP, the same graceful reload an operator asks for.
+The ``watchfiles`` library (the ``reload`` extra) watches the ``--reload-dir``
+directories (default: the current one) with the operating system's notifications. A
+change to a Python file, or to a file whose name matches a ``--reload-include`` glob,
+makes a thread of the supervisor send the supervisor SIGHUP: the same graceful reload
+an operator asks for. ``--reload-exclude`` globs win over both, and watchfiles' own
+ignores (``.git``, ``__pycache__``, ``.venv``, editor swap files) hold too.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 
 log = logging.getLogger("fcgibridge.supervisor")
 
 
+class ReloadFilter:
+    """Which changed paths reload: ``*.py`` and the include globs, minus the exclude globs."""
+
+    def __init__(self, roots: Sequence[Path], include: Sequence[str], exclude: Sequence[str],
+                 base: Any) -> None:
+        self.roots = [str(root) for root in roots]
+        self.include = ("*.py", *include)
+        self.exclude = tuple(exclude)
+        self.base = base  # watchfiles' DefaultFilter: its ignored directories and names
+
+    def __call__(self, change: Any, path: str) -> bool:
+        if not self.base(change, path):
+            return False
+        name = os.path.basename(path)
+        if self.exclude and any(fnmatch.fnmatch(item, glob) for item in self._names(path) for glob in self.exclude):
+            return False
+        return any(fnmatch.fnmatch(name, glob) for glob in self.include)
+
+    def _names(self, path: str) -> list[str]:
+        """What an exclude glob is matched against: the path's parts, and the path below its root."""
+        names = [part for part in path.split(os.sep) if part]
+        for root in self.roots:
+            if path.startswith(root + os.sep):
+                names.append(os.path.relpath(path, root))
+        return names
+
+
 class Reloader:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
         try:
             import watchfiles
         except ImportError:
             raise UserError("--reload needs the watchfiles package: pip install 'fcgibridge[reload]'") from None
-        self.root = root
+        for root in roots:
+            if not root.is_dir():
+                raise UserError(f"--reload-dir {root}: no such directory")
+        self.roots = [root.resolve() for root in roots]
+        self.filter = ReloadFilter(self.roots, include, exclude, watchfiles.DefaultFilter())
         self.stop_event = threading.Event()
         self._watchfiles = watchfiles
         self.thread = threading.Thread(target=self._run, name="fcgibridge-reloader", daemon=True)
@@ -33,12 +70,17 @@ class Reloader:
         self.thread.start()
 
     def _run(self) -> None:
-        watchfiles = self._watchfiles
-        for changes in watchfiles.watch(self.root, watch_filter=watchfiles.PythonFilter(),
-                                        stop_event=self.stop_event, raise_interrupt=False):
-            names = sorted({os.path.relpath(path, self.root) for _, path in changes})
+        for changes in self._watchfiles.watch(*self.roots, watch_filter=self.filter,
+                                              stop_event=self.stop_event, raise_interrupt=False):
+            names = sorted({self._shown(path) for _, path in changes})
             log.info("--reload: %s changed; reloading", ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
             os.kill(os.getpid(), signal.SIGHUP)
+
+    def _shown(self, path: str) -> str:
+        for root in self.roots:
+            if path.startswith(str(root) + os.sep):
+                return os.path.relpath(path, root)
+        return path
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -75,7 +75,8 @@ def _supervise(config: Config, work: Callable[..., int]) -> int:
     if config.reload:
         from .reloader import Reloader
 
-        reloader = Reloader(Path.cwd())
+        reloader = Reloader([Path(d) for d in config.reload_dir] or [Path.cwd()],
+                            config.reload_include, config.reload_exclude)
         reloader.start()
     try:
         return supervisor.run()
