@@ -45,10 +45,17 @@ class ReloadFilter:
     def _names(self, path: str) -> list[str]:
         """What an exclude glob is matched against: the path's parts, and the path below its root."""
         names = [part for part in path.split(os.sep) if part]
+        below = self.below_root(path)
+        if below is not None:
+            names.append(below)
+        return names
+
+    def below_root(self, path: str) -> str | None:
+        """*path* relative to the watched directory holding it; None if none does."""
         for root in self.roots:
             if path.startswith(root + os.sep):
-                names.append(os.path.relpath(path, root))
-        return names
+                return os.path.relpath(path, root)
+        return None
 
 
 class Reloader:
@@ -72,15 +79,9 @@ class Reloader:
     def _run(self) -> None:
         for changes in self._watchfiles.watch(*self.roots, watch_filter=self.filter,
                                               stop_event=self.stop_event, raise_interrupt=False):
-            names = sorted({self._shown(path) for _, path in changes})
+            names = sorted({self.filter.below_root(path) or path for _, path in changes})
             log.info("--reload: %s changed; reloading", ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
             os.kill(os.getpid(), signal.SIGHUP)
-
-    def _shown(self, path: str) -> str:
-        for root in self.roots:
-            if path.startswith(str(root) + os.sep):
-                return os.path.relpath(path, root)
-        return path
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import watchfiles
@@ -51,16 +53,16 @@ def _worker(proc_pid: int) -> int:
     return next(iter(children_of(proc_pid)))
 
 
-def _touch_until_logged(path: Path, proc: object, text: str) -> None:
+def _touch_until_logged(path: Path, proc: subprocess.Popen[Any], text: str) -> None:
     """The watcher may not watch yet on a loaded machine: write until the log says it saw one."""
     for round_ in range(10):
         path.write_text(f"change {round_}\n")
         deadline = time.monotonic() + 2
-        while text not in process_log(proc) and time.monotonic() < deadline:  # type: ignore[arg-type]
+        while text not in process_log(proc) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if text in process_log(proc):  # type: ignore[arg-type]
+        if text in process_log(proc):
             return
-    raise AssertionError(f"no {text!r} in the log:\n{process_log(proc)}")  # type: ignore[arg-type]
+    raise AssertionError(f"no {text!r} in the log:\n{process_log(proc)}")
 
 
 def test_an_included_file_in_a_second_directory_reloads_and_an_excluded_one_does_not(tmp_path: Path) -> None:
