@@ -86,6 +86,12 @@ def _check_url_path(text: str) -> None:
         raise ValueError(f"must be a path starting with /, got {text!r}")
 
 
+def _check_env(text: str) -> None:
+    name, eq, _ = text.partition("=")
+    if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"must be NAME=VALUE, got {text!r}")
+
+
 def _check_network(text: str) -> None:
     import ipaddress
 
@@ -230,6 +236,71 @@ class Config:
         [], "--reload: a change to a file whose name, a directory on its path, or its path below a watched "
         "directory matches this glob (such as *.log, node_modules or tests/*) never reloads (repeatable).",
         "--reload-exclude", metavar="GLOB")
+    timeout_grace: float = option(5.0, "Seconds past --timeout after which the supervisor kills a worker whose "
+                                  "request is still running (its stack goes to the slow log) and starts "
+                                  "another: a call that blocks the event loop (--sync) cannot be ended otherwise.",
+                                  "--timeout-grace", minimum=0)
+    limit_concurrency: int = option(0, "Requests in flight per worker past which new ones are refused at once "
+                                    "(503, or FCGI_OVERLOADED before the request head is read); 0: no limit.",
+                                    "--limit-concurrency", minimum=0)
+    # Dynamic workers (PHP-FPM's pm): -w is how many start.
+    pm: str = option("static", "Worker count: static (-w), dynamic (between --min-workers and --max-workers, "
+                     "by the spare bounds), ondemand (none until a connection comes; idle ones stop).",
+                     "--pm", choices=("static", "dynamic", "ondemand"))
+    min_workers: int = option(1, "dynamic: the fewest workers.", "--min-workers", minimum=0)
+    max_workers: int = option(0, "dynamic, ondemand: the most workers (default: 4 x the CPUs).", "--max-workers",
+                              minimum=0)
+    min_spare_workers: int = option(1, "dynamic: start workers while fewer than this many are idle.",
+                                    "--min-spare-workers", minimum=0)
+    max_spare_workers: int = option(3, "dynamic: stop workers while more than this many are idle.",
+                                    "--max-spare-workers", minimum=1)
+    worker_idle_timeout: float = option(10.0, "dynamic, ondemand: seconds a spare worker stays idle before it "
+                                        "stops.", "--worker-idle-timeout", minimum=0)
+    # The process itself.
+    user: str = option("", "Run as this user (name or uid) once the sockets are bound; needs root.", "--user",
+                       metavar="USER")
+    group: str = option("", "Run as this group (name or gid; default: the --user's group) once the sockets are "
+                        "bound.", "--group", metavar="GROUP")
+    pidfile: str = option("", "Write the server's pid to this file (removed on exit).", "-p", "--pid",
+                          metavar="FILE")
+    chdir: str = option("", "Change to this directory before loading the app.", "--chdir", metavar="DIR")
+    umask: str = option("", "The process umask (octal, such as 022); empty: inherited.", "--umask",
+                        metavar="MASK", validate=lambda text: text and parse_socket_mode(text))
+    env_file: str = option("", "Read NAME=VALUE lines from this file into the environment before loading the "
+                           "app (-e beats it).", "--env-file", metavar="FILE")
+    env: list[str] = option(  # noqa: RUF009
+        [], "Set an environment variable for the app, NAME=VALUE (repeatable).", "-e", "--env",
+        metavar="NAME=VALUE", validate=lambda text: _check_env(text))
+    proc_name: str = option("", "Name in the process titles (default: the app), shown by ps and top when "
+                            "setproctitle is installed (pip install fcgibridge[setproctitle]).", "--name",
+                            metavar="NAME")
+    # Server hooks: a dotted path module:function (or module.function) each.
+    hooks: str = option("", "A module (dotted name or .py file) whose functions named after the hooks below "
+                        "are the hooks.", "--hooks", metavar="MODULE")
+    on_starting: str = option("", "Hook: on_starting(config), in the master before the sockets are bound.",
+                              "--on-starting", metavar="PATH")
+    when_ready: str = option("", "Hook: when_ready(config), in the master once the first worker serves.",
+                             "--when-ready", metavar="PATH")
+    post_fork: str = option("", "Hook: post_fork(config, worker), in a worker right after the fork.",
+                            "--post-fork", metavar="PATH")
+    post_worker_init: str = option("", "Hook: post_worker_init(config, worker), in a worker once the app is "
+                                   "loaded, before it serves.", "--post-worker-init", metavar="PATH")
+    pre_request: str = option("", "Hook: pre_request(worker, request), before the app gets a request.",
+                              "--pre-request", metavar="PATH")
+    post_request: str = option("", "Hook: post_request(worker, request), once a request is over.",
+                               "--post-request", metavar="PATH")
+    worker_exit: str = option("", "Hook: worker_exit(config, worker), in a worker about to exit.",
+                              "--worker-exit", metavar="PATH")
+    child_exit: str = option("", "Hook: child_exit(config, worker), in the master once a worker exited.",
+                             "--child-exit", metavar="PATH")
+    on_reload: str = option("", "Hook: on_reload(config), in the master when a reload begins.", "--on-reload",
+                            metavar="PATH")
+    on_exit: str = option("", "Hook: on_exit(config), in the master before it exits.", "--on-exit",
+                          metavar="PATH")
+    # Status for supervisors.
+    status_bind: str = option("", "An address (HOST:PORT or unix:PATH) where the master itself answers FastCGI "
+                              "status and ping requests from the scoreboard, even while every worker is busy.",
+                              "--status-bind", metavar="ADDRESS")
 
 
 # --------------------------------------------------------------------------------------

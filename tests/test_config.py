@@ -223,9 +223,9 @@ def test_unknown_dashed_key_suggests_the_closest(tmp_path: Path) -> None:
 
 
 def test_unknown_key_without_a_close_one_lists_them(tmp_path: Path) -> None:
-    write(tmp_path / "fcgibridge.toml", "[server]\nport = 1\n")
+    write(tmp_path / "fcgibridge.toml", "[quux]\nport = 1\n")
     message = error(tmp_path)
-    assert "unknown option 'server'; the known ones are access_log, access_log_format, allow_from, app," in message
+    assert "unknown option 'quux'; the known ones are access_log, access_log_format, allow_from, app," in message
 
 
 def test_unknown_key_in_pyproject(tmp_path: Path) -> None:

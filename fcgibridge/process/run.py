@@ -20,7 +20,7 @@ from .contract import ExitCode, Report
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
 from .shares import ConnectionShares
-from .supervisor import Supervisor
+from .supervisor import Supervisor, SupervisorEvents
 from .systemd import sd_notify
 from .worker import run_worker
 
@@ -50,12 +50,13 @@ def run(config: Config) -> int:
         # Status, ping, access log, the peer filter, the connection shares: made before
         # any worker forks.
         shares = ConnectionShares(config.workers) if config.workers > 1 else None
-        work = _worker_body(Runtime.from_config(config), listeners, preloaded, shares)
+        runtime = Runtime.from_config(config)
+        work = _worker_body(runtime, listeners, preloaded, shares)
         if not needs_supervisor(config):
             code = work(_notify_ready)
             _exit_past_stuck_threads(code, own_socket_files)
             return code
-        return _supervise(config, work)
+        return _supervise(config, work, supervisor_events(config, runtime, listeners))
     finally:
         _remove_socket_files(own_socket_files)
 
@@ -64,12 +65,18 @@ def needs_supervisor(config: Config) -> bool:
     return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload)
 
 
-def _supervise(config: Config, work: Callable[..., int]) -> int:
+def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket]) -> list[SupervisorEvents]:
+    """Everything in the master that follows the workers' lives: one entry per concern."""
+    events: list[SupervisorEvents] = []
+    return events
+
+
+def _supervise(config: Config, work: Callable[..., int], events: list[SupervisorEvents]) -> int:
     def child(report: Callable[[Report], None]) -> int:
         return work(lambda: report(Report.READY), report)
 
     supervisor = Supervisor(config.workers, child, config.graceful_timeout,
-                            on_reopen=reopen_logs)
+                            on_reopen=reopen_logs, events=events)
     supervisor.on_started = _notify_ready
     reloader = None
     if config.reload:

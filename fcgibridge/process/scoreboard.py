@@ -26,8 +26,13 @@ from dataclasses import dataclass
 __all__ = ["Scoreboard", "Slot", "SlotView", "for_workers"]
 
 # Header: start time (wall clock), number of slots, then the totals of retired slots
-# (accepted connections, requests served, slow requests, times at capacity).
-_HEADER = struct.Struct("=dI4xQQQQ")
+# (accepted connections, requests served, slow requests, times at capacity), then how
+# often the supervisor wanted another worker past --max-workers (PHP-FPM's "max children
+# reached", written by the supervisor only).
+_HEADER = struct.Struct("=dI4xQQQQQ")
+_TOTALS = struct.Struct("=QQQQ")
+_OFF_TOTALS = 16
+_OFF_MAX_CHILDREN = _OFF_TOTALS + _TOTALS.size
 # Slot: pid, state, in flight, max in flight, accepted, served, slow, saturated,
 # request start (wall clock), last duration, method, uri.
 _SLOT_HEAD = struct.Struct("=iIIIQQQQdd8s")
@@ -100,12 +105,20 @@ class Scoreboard:
         self.fd = os.memfd_create("fcgibridge-scoreboard", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, self.size)
         self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        _HEADER.pack_into(self.map, 0, time.time(), slots, 0, 0, 0, 0)
+        _HEADER.pack_into(self.map, 0, time.time(), slots, 0, 0, 0, 0, 0)
         self._claimed: set[int] = set()  # by this process (threads in tests claim several)
 
     @property
     def start_time(self) -> float:
         return float(_HEADER.unpack_from(self.map, 0)[0])
+
+    @property
+    def max_children_reached(self) -> int:
+        return int(struct.unpack_from("=Q", self.map, _OFF_MAX_CHILDREN)[0])
+
+    def count_max_children_reached(self) -> None:
+        """The supervisor (the one writer of this field) wanted a worker more than ``--max-workers``."""
+        struct.pack_into("=Q", self.map, _OFF_MAX_CHILDREN, self.max_children_reached + 1)
 
     def _offset(self, index: int) -> int:
         return _HEADER.size + index * _SLOT.size
@@ -133,8 +146,8 @@ class Scoreboard:
             return
         fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
         try:
-            start, slots, accepted, served, slow, saturated = _HEADER.unpack_from(self.map, 0)
-            _HEADER.pack_into(self.map, 0, start, slots, accepted + old.accepted, served + old.served,
+            accepted, served, slow, saturated = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
+            _TOTALS.pack_into(self.map, _OFF_TOTALS, accepted + old.accepted, served + old.served,
                               slow + old.slow, saturated + old.saturated)
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
@@ -148,7 +161,7 @@ class Scoreboard:
 
     def read(self) -> tuple[Totals, list[SlotView]]:
         """The totals (retired slots plus every slot) and every slot ever used."""
-        start, _, accepted, served, slow, saturated = _HEADER.unpack_from(self.map, 0)
+        start, _, accepted, served, slow, saturated, _ = _HEADER.unpack_from(self.map, 0)
         views = [self.read_slot(index) for index in range(self.slots)]
         used = [view for view in views if view.pid]
         totals = Totals(start, accepted + sum(v.accepted for v in used), served + sum(v.served for v in used),

@@ -80,7 +80,7 @@ import selectors
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .contract import RETIRE_SIGNAL, ExitCode, Report
 
@@ -98,6 +98,9 @@ KILL_GRACE = 5.0
 #: Workers that die this soon after starting count towards a crash loop.
 QUICK_DEATH = 2.0
 MAX_QUICK_DEATHS = 5
+
+#: Seconds between two calls of :meth:`SupervisorEvents.tick`.
+TICK = 1.0
 
 #: The child's entry point: serves, calling ``report(Report.READY)`` once ready and
 #: ``report(...)`` later as the contract says; returns the exit code.
@@ -135,8 +138,13 @@ _REPORTS = {report[0]: report for report in Report}
 class WorkerProcess:
     """One forked worker, as its parent tracks it."""
 
-    def __init__(self, pid: int, pidfd: int, status_fd: int, replaces: WorkerProcess | None = None) -> None:
+    def __init__(self, pid: int, pidfd: int, status_fd: int, replaces: WorkerProcess | None = None,
+                 number: int = 1) -> None:
         self.pid = pid
+        #: 1, 2, ...: the lowest number no other live worker has (process titles, hooks).
+        self.number = number
+        #: Why the parent killed it (logged when it is reaped); None: it was not.
+        self.killed_for: str | None = None
         self.pidfd = pidfd
         self.status_fd = status_fd
         self.started = time.monotonic()
@@ -150,12 +158,42 @@ class WorkerProcess:
         self.phase = AFTER_REPORT.get((self.phase, what), self.phase)
 
 
+class SupervisorEvents:
+    """What the supervisor tells the rest of the master process (hooks, systemd, the
+    hard kill of stuck workers, the status listener). Every method here does nothing;
+    an exception from one is logged and does not stop the supervisor."""
+
+    def ready(self, supervisor: Supervisor) -> None:
+        """The first worker serves."""
+
+    def reloading(self, supervisor: Supervisor) -> None:
+        """A reload (SIGHUP) begins."""
+
+    def stopping(self, supervisor: Supervisor) -> None:
+        """The server begins to stop."""
+
+    def forked(self, supervisor: Supervisor, worker: WorkerProcess) -> None:
+        """In the parent, right after *worker* was forked."""
+
+    def child_started(self, worker: WorkerProcess) -> None:
+        """In the new worker process, right after the fork (its pid is already set)."""
+
+    def exited(self, supervisor: Supervisor, worker: WorkerProcess, code: int) -> None:
+        """*worker* exited with *code* (128 + N when killed by signal N)."""
+
+    def tick(self, supervisor: Supervisor, now: float) -> None:
+        """About every :data:`TICK` seconds while the supervisor runs (*now*: ``time.monotonic()``)."""
+
+
 class Supervisor:
     """Keeps ``count`` workers running until told to stop."""
 
     def __init__(self, count: int, work: Work, graceful_timeout: float,
-                 on_reopen: Callable[[], None] | None = None) -> None:
+                 on_reopen: Callable[[], None] | None = None,
+                 events: Sequence[SupervisorEvents] = ()) -> None:
         self.count = count
+        self.events = list(events)
+        self._next_tick = time.monotonic() + TICK
         self.work = work
         self.graceful_timeout = graceful_timeout
         self.on_reopen = on_reopen
@@ -167,10 +205,23 @@ class Supervisor:
         self.booted = False  # the first worker was ready
         self.on_started: Callable[[], None] | None = None  # called once the first worker is ready
 
+    def _emit(self, name: str, *args: object) -> None:
+        """Call ``name`` on every :class:`SupervisorEvents`, logging what one raises."""
+        for events in self.events:
+            try:
+                getattr(events, name)(*args)
+            except Exception:
+                log.exception("supervisor event %s failed in %s", name, type(events).__name__)
+
     # ------------------------------------------------------------------ child
+
+    def _free_number(self) -> int:
+        taken = {w.number for w in self.workers.values()}
+        return next(n for n in range(1, len(taken) + 2) if n not in taken)
 
     def _spawn(self, replaces: WorkerProcess | None = None) -> WorkerProcess:
         status_r, status_w = os.pipe()
+        number = self._free_number()
         pid = os.fork()
         if pid == 0:  # the worker
             os.close(status_r)
@@ -181,6 +232,9 @@ class Supervisor:
                     signal.signal(signum, signal.SIG_DFL)
                 for signum in (signal.SIGHUP, signal.SIGUSR1, RETIRE_SIGNAL):
                     signal.signal(signum, lambda *_: None)  # until the worker handles them
+                me = WorkerProcess(os.getpid(), -1, status_w, replaces, number)
+                for events in self.events:
+                    events.child_started(me)
                 code = self.work(lambda what: _report(status_w, what))
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else ExitCode.CRASHED
@@ -192,11 +246,12 @@ class Supervisor:
                 os._exit(code)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        worker = WorkerProcess(pid, os.pidfd_open(pid), status_r, replaces)
+        worker = WorkerProcess(pid, os.pidfd_open(pid), status_r, replaces, number)
         self.workers[pid] = worker
         self.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
         self.selector.register(worker.status_fd, selectors.EVENT_READ, ("status", worker))
         log.info("started worker %d", pid)
+        self._emit("forked", self, worker)
         return worker
 
     # ----------------------------------------------------------------- parent
@@ -216,6 +271,7 @@ class Supervisor:
                 self.booted = True
                 if self.on_started is not None:
                     self.on_started()
+                self._emit("ready", self)
                 self._fill()
             while self.workers:
                 self._step()
@@ -236,13 +292,19 @@ class Supervisor:
             self._spawn()
 
     def _step(self) -> None:
+        now = time.monotonic()
         timeout = None
         deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
         if deadlines:
-            timeout = max(0.0, min(deadlines) - time.monotonic())
+            timeout = max(0.0, min(deadlines) - now)
             if timeout == 0:
                 self._kill_late()
                 timeout = 1.0
+        if self.events:
+            if now >= self._next_tick:
+                self._next_tick = now + TICK
+                self._emit("tick", self, now)
+            timeout = min(timeout if timeout is not None else TICK, max(0.0, self._next_tick - now))
         for key, _ in self.selector.select(timeout):
             kind, worker = key.data
             if kind == "signal":
@@ -275,6 +337,7 @@ class Supervisor:
             return
         log.info("SIGHUP: reloading %d workers (a worker whose app has a restart function calls it instead)",
                  len(self._serving()))
+        self._emit("reloading", self)
         for worker in self._serving():
             _kill(worker.pid, signal.SIGHUP)
 
@@ -308,6 +371,8 @@ class Supervisor:
         """Stop every worker: gracefully (with *ask*, by TERM, which the app may veto),
         or with *fast* at once."""
         now = time.monotonic()
+        if self.stopping_since is None:
+            self._emit("stopping", self)
         if fast or self.stopping_since is not None:
             log.info("%s: stopping %d workers now", why, len(self.workers))
             self.stopping_since = self.stopping_since or now
@@ -330,6 +395,13 @@ class Supervisor:
     def _signal_all(self, signum: int) -> None:
         for pid in self.workers:
             _kill(pid, signum)
+
+    def kill(self, worker: WorkerProcess, why: str) -> None:
+        """SIGKILL *worker* now; unless the server stops, it is replaced like one that died."""
+        if worker.killed_for is None:
+            worker.killed_for = why
+        log.error("killing worker %d: %s", worker.pid, why)
+        _kill(worker.pid, signal.SIGKILL)
 
     def _kill_late(self) -> None:
         now = time.monotonic()
@@ -408,7 +480,12 @@ class Supervisor:
         self._close_status(worker)
         del self.workers[worker.pid]
         code = _wait_code(worker.pid)
+        self._emit("exited", self, worker, code)
         if self.stopping_since is not None:
+            return
+        if worker.killed_for is not None and worker.phase is Phase.SERVING:
+            log.error("worker %d was killed (%s); starting a new one", worker.pid, worker.killed_for)
+            self._fill()
             return
         # Rule 7.
         if worker.phase is Phase.RETIRING:
