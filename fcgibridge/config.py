@@ -240,8 +240,9 @@ class Config:
                                   "request is still running (its stack goes to the slow log) and starts "
                                   "another: a call that blocks the event loop (--sync) cannot be ended otherwise.",
                                   "--timeout-grace", minimum=0)
-    limit_concurrency: int = option(0, "Requests in flight per worker past which new ones are refused at once "
-                                    "(503, or FCGI_OVERLOADED before the request head is read); 0: no limit.",
+    limit_concurrency: int = option(0, "Requests in flight per worker past which new ones are answered at once "
+                                    "with 503 and Retry-After (not FCGI_OVERLOADED, which web servers turn into "
+                                    "a bare 502); the status and ping pages still answer; 0: no limit.",
                                     "--limit-concurrency", minimum=0)
     # Dynamic workers (PHP-FPM's pm): -w is how many start.
     pm: str = option("static", "Worker count: static (-w), dynamic (between --min-workers and --max-workers, "

@@ -143,7 +143,8 @@ class Worker:
                                          max_body_size=config.max_body_size, allowed=self.runtime.allowed,
                                          observer=self.runtime.observer(adapter.capacity),
                                          header_timeout=config.header_timeout, idle_timeout=config.idle_timeout,
-                                         body_timeout=config.body_timeout, send_timeout=config.send_timeout)
+                                         body_timeout=config.body_timeout, send_timeout=config.send_timeout,
+                                         limit_concurrency=config.limit_concurrency)
         state.idle.set()
         self._install_hooks(state)
         sweeper = ConnectionSweeper(state, loop)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 
 from mypy_extensions import mypyc_attr
 
-from ..cgi import error_response
+from ..cgi import error_response, format_head
 from ..protocol import (
     DEFAULT_MAX_PARAMS_SIZE,
     ApplicationConnection,
@@ -40,6 +40,12 @@ log = logging.getLogger("fcgibridge.server")
 #: How long a connection without KEEP_CONN keeps reading a request body nobody wants
 #: before it closes anyway (see :meth:`FastCGIProtocol._half_close`).
 DRAIN_TIMEOUT = 10.0
+
+#: The answer to a request past --limit-concurrency: a whole 503 with Retry-After, made
+#: once. A 503 the web server passes on, rather than END_REQUEST's FCGI_OVERLOADED with no
+#: output, which nginx turns into a bare 502 that no HTTP client can tell from a crash.
+OVERLOADED_RESPONSE = format_head(503, ((b"Content-Type", b"text/plain; charset=utf-8"), (b"Retry-After", b"1"))
+                                  ) + b"Service Unavailable: too many requests in flight\n"
 
 #: Seconds between two rounds of :class:`ConnectionSweeper` (the timeouts' resolution).
 SWEEP_INTERVAL = 1.0
@@ -137,6 +143,10 @@ class WorkerState:
     idle_timeout: float = 0.0
     body_timeout: float = 0.0
     send_timeout: float = 0.0
+    #: --limit-concurrency: past this many requests in flight new ones get
+    #: :data:`OVERLOADED_RESPONSE` at once (0: no limit); ``refused`` counts them.
+    limit_concurrency: int = 0
+    refused: int = 0
 
     def request_done(self, stream: RequestStream | None = None) -> None:
         self.active_requests -= 1
@@ -511,6 +521,9 @@ class FastCGIProtocol:
         if self.state.on_start is not None:
             self.state.on_start(stream)
         if observer is not None and observer.request_started(stream):
+            return  # the status and ping pages answer past --limit-concurrency too
+        if self.state.limit_concurrency and self.state.active_requests > self.state.limit_concurrency:
+            self._refuse(stream)
             return
         limit = self.state.max_body_size
         length = event.params.get("CONTENT_LENGTH", "")
@@ -522,6 +535,17 @@ class FastCGIProtocol:
         except Exception:
             log.exception("could not start request %s", event.params.get("REQUEST_URI", "?"))
             stream.respond_error(500, "Internal Server Error")
+
+    def _refuse(self, stream: RequestStream) -> None:
+        """Answer a request past --limit-concurrency with a 503 without starting the app:
+        a worker that has fallen behind says so at once instead of queueing without bound."""
+        state = self.state
+        state.refused += 1
+        level = logging.WARNING if state.refused == 1 else logging.DEBUG
+        log.log(level, "refused request %s: %d requests in flight (--limit-concurrency %d); %d refused so far",
+                stream.params.get("REQUEST_URI", stream.request_id), state.active_requests - 1,
+                state.limit_concurrency, state.refused)
+        stream.end(OVERLOADED_RESPONSE, app_status=1)
 
     def _abort(self, request_id: int, why: str) -> None:
         stream = self.streams.get(request_id)
