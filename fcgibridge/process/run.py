@@ -21,7 +21,7 @@ from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
 from .shares import ConnectionShares
 from .supervisor import Supervisor, SupervisorEvents
-from .systemd import sd_notify
+from .systemd import SystemdNotifier, Watchdog, notify_socket_set, sd_notify
 from .worker import run_worker
 
 log = logging.getLogger("fcgibridge.server")
@@ -53,7 +53,11 @@ def run(config: Config) -> int:
         runtime = Runtime.from_config(config)
         work = _worker_body(runtime, listeners, preloaded, shares)
         if not needs_supervisor(config):
+            watchdog = Watchdog.from_environ()
             code = work(_notify_ready)
+            sd_notify("STOPPING=1")  # systemd: the stop began (the worker has finished serving)
+            if watchdog is not None:
+                watchdog.stop()
             _exit_past_stuck_threads(code, own_socket_files)
             return code
         return _supervise(config, work, supervisor_events(config, runtime, listeners))
@@ -68,6 +72,8 @@ def needs_supervisor(config: Config) -> bool:
 def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket]) -> list[SupervisorEvents]:
     """Everything in the master that follows the workers' lives: one entry per concern."""
     events: list[SupervisorEvents] = []
+    if notify_socket_set():
+        events.append(SystemdNotifier(runtime.board))
     return events
 
 
@@ -77,7 +83,6 @@ def _supervise(config: Config, work: Callable[..., int], events: list[Supervisor
 
     supervisor = Supervisor(config.workers, child, config.graceful_timeout,
                             on_reopen=reopen_logs, events=events)
-    supervisor.on_started = _notify_ready
     reloader = None
     if config.reload:
         from .reloader import Reloader
@@ -93,7 +98,8 @@ def _supervise(config: Config, work: Callable[..., int], events: list[Supervisor
 
 
 def _notify_ready() -> None:
-    """systemd ``Type=notify``: READY=1 once the (first) worker serves."""
+    """systemd ``Type=notify``: READY=1 once the single process serves (under a
+    supervisor, :class:`SystemdNotifier` says it)."""
     sd_notify("READY=1")
 
 
