@@ -5,6 +5,17 @@ Signal handlers do nothing but wake the main loop (``signal.set_wakeup_fd``); th
 waits on that pipe and on each worker's pidfd, so it never polls. The first worker must
 report ready before the others start, so a broken app fails once, with one message.
 
+Where ``os.pidfd_open`` does not exist (macOS, the BSDs), or with the environment variable
+``FCGIBRIDGE_NO_PIDFD=1`` (how the tests force it on Linux), a worker's exit is learnt
+from SIGCHLD instead: its handler only wakes the loop like the others, which then reaps
+every worker that exited with ``waitpid(pid, WNOHANG)``, one call per worker it knows of
+(not ``waitpid(-1)``, which would also reap a child some other part of the process
+started and waits for), and goes on as for a pidfd.
+
+With ``--pm dynamic`` or ``ondemand`` the number of workers follows the load:
+:class:`~fcgibridge.process.scaling.Scaler`, one of the :class:`SupervisorEvents`, sets
+the count and its bounds before the first fork and moves it on every tick (Rules 6 and 8).
+
 The parent and a worker speak as :mod:`~fcgibridge.process.contract` says: signals one
 way, status bytes and the exit code the other.
 
@@ -23,7 +34,8 @@ Signals to the parent:
   retire (``SIGUSR2``): it closes its listeners, finishes what it has in flight, closes
   its idle connections, and exits. The listening sockets stay open in the parent, so a
   connection is never refused in between.
-- TTIN / TTOU: one worker more / one fewer (retired gracefully; never below one).
+- TTIN / TTOU: one worker more / one fewer (retired gracefully; never below one, or with
+  ``--pm`` dynamic or ondemand outside ``--min-workers`` (0 for ondemand) and ``--max-workers``).
 - USR1: reopen the log files (``--error-log``), here and in every worker.
 
 Each worker process is in one :class:`Phase`; these rules move it (the table
@@ -52,6 +64,11 @@ Rule 5. ``V`` (veto) moves no phase: the worker serves on, without a deadline. I
 
 Rule 6. The worker count (``-w``, TTIN, TTOU) counts the STARTING and SERVING workers:
         a REPLACING worker stands in for its predecessor, which counts until it retires.
+        The count lies between :attr:`Supervisor.least` and :attr:`Supervisor.most`
+        (static: one and no bound). The scaler (``--pm dynamic`` or ``ondemand``) moves
+        it on each tick as TTIN and TTOU do, within the same bounds: a worker more is
+        forked at once; a worker fewer is a SERVING one the scaler chose, retired (Rule 4).
+        So TTIN and TTOU still move the count by one, and the scaler may move it back.
 
 Rule 7. A worker's exit, unless the server is stopping, is read by its phase: RETIRING
         or STOPPING: expected, the count is made up again. STARTING or REPLACING before
@@ -61,6 +78,13 @@ Rule 7. A worker's exit, unless the server is stopping, is read by its phase: RE
         again, and after :data:`MAX_QUICK_DEATHS` quick deaths in a row the server stops
         with ``BOOT_FAILED``. Status bytes still unread at the exit move its phase
         first (the table only, without Rule 2's retiring).
+
+Rule 8. While no worker is STARTING or SERVING and the supervisor was given listening
+        sockets to watch (``--pm`` dynamic or ondemand), the parent watches them for
+        reading, never accepting: a waiting connection raises a count of 0 to 1, and that
+        worker takes it. Before the first worker was ever ready, that worker boots the
+        server and Rule 7 holds: if it exits before it is ready the server stops, instead
+        of forking one more worker for every connection.
 
     STARTING ──1──┐
                   ├──▶ SERVING ──S──▶ STOPPING
@@ -91,6 +115,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 #: Signals the parent handles.
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1)
+
+#: The environment variable that makes the parent use SIGCHLD even where pidfds exist.
+NO_PIDFD = "FCGIBRIDGE_NO_PIDFD"
 
 #: Seconds past the graceful timeout before a stopping worker is killed.
 KILL_GRACE = 5.0
@@ -184,6 +211,10 @@ class SupervisorEvents:
     def tick(self, supervisor: Supervisor, now: float) -> None:
         """About every :data:`TICK` seconds while the supervisor runs (*now*: ``time.monotonic()``)."""
 
+    def starting(self, supervisor: Supervisor) -> None:
+        """Before the first fork: a concern that decides the number of workers (the
+        scaler) sets :attr:`Supervisor.count`, its bounds and the listeners to watch here."""
+
 
 class Supervisor:
     """Keeps ``count`` workers running until told to stop."""
@@ -192,6 +223,14 @@ class Supervisor:
                  on_reopen: Callable[[], None] | None = None,
                  events: Sequence[SupervisorEvents] = ()) -> None:
         self.count = count
+        #: The count's bounds (Rule 6): TTOU never goes below ``least``, TTIN never past ``most``.
+        self.least = 1
+        self.most: int | None = None
+        #: Listening sockets' fds watched while no worker serves (Rule 8); none: never.
+        self.watched: list[int] = []
+        self._watching = False
+        #: Exits come from pidfds, or (where there are none) from SIGCHLD and waitpid.
+        self.pidfds = hasattr(os, "pidfd_open") and os.environ.get(NO_PIDFD, "") != "1"
         self.events = list(events)
         self._next_tick = time.monotonic() + TICK
         self.work = work
@@ -228,7 +267,7 @@ class Supervisor:
             code: int = ExitCode.CRASHED
             try:
                 signal.set_wakeup_fd(-1)
-                for signum in HANDLED_SIGNALS:
+                for signum in self._handled():
                     signal.signal(signum, signal.SIG_DFL)
                 for signum in (signal.SIGHUP, signal.SIGUSR1, RETIRE_SIGNAL):
                     signal.signal(signum, lambda *_: None)  # until the worker handles them
@@ -246,9 +285,10 @@ class Supervisor:
                 os._exit(code)
         os.close(status_w)
         os.set_blocking(status_r, False)
-        worker = WorkerProcess(pid, os.pidfd_open(pid), status_r, replaces, number)
+        worker = WorkerProcess(pid, os.pidfd_open(pid) if self.pidfds else -1, status_r, replaces, number)
         self.workers[pid] = worker
-        self.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
+        if worker.pidfd >= 0:
+            self.selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
         self.selector.register(worker.status_fd, selectors.EVENT_READ, ("status", worker))
         log.info("started worker %d", pid)
         self._emit("forked", self, worker)
@@ -256,23 +296,23 @@ class Supervisor:
 
     # ----------------------------------------------------------------- parent
 
+    def _handled(self) -> tuple[int, ...]:
+        """The signals the parent handles: SIGCHLD too without pidfds."""
+        return HANDLED_SIGNALS if self.pidfds else (*HANDLED_SIGNALS, signal.SIGCHLD)
+
     def run(self) -> int:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
-        previous = {signum: signal.signal(signum, lambda *_: None) for signum in HANDLED_SIGNALS}
+        previous = {signum: signal.signal(signum, lambda *_: None) for signum in self._handled()}
         signal.set_wakeup_fd(wake_w)
         self.selector.register(wake_r, selectors.EVENT_READ, ("signal", None))
         try:
-            first = self._spawn()
-            while first.phase in NOT_READY and first.pid in self.workers and self.stopping_since is None:
+            self._emit("starting", self)
+            while self.count == 0 and self.stopping_since is None:  # ondemand: until a connection comes (Rule 8)
                 self._step()
-            if first.phase not in NOT_READY:
-                self.booted = True
-                if self.on_started is not None:
-                    self.on_started()
-                self._emit("ready", self)
-                self._fill()
+            if self.stopping_since is None:
+                self._boot()
             while self.workers:
                 self._step()
         finally:
@@ -283,15 +323,71 @@ class Supervisor:
             os.close(wake_w)
         return self.exit_code
 
-    def _serving(self) -> list[WorkerProcess]:
+    def _boot(self) -> None:
+        """The first worker, alone until it is ready; then the others."""
+        first = self._spawn()
+        while first.phase in NOT_READY and first.pid in self.workers and self.stopping_since is None:
+            self._step()
+        if first.phase not in NOT_READY:
+            self.booted = True
+            if self.on_started is not None:
+                self.on_started()
+            self._emit("ready", self)
+            self._fill()
+
+    def counted(self) -> list[WorkerProcess]:
         """Workers that count towards ``count`` (Rule 6)."""
         return [w for w in self.workers.values() if w.phase in COUNTED]
 
     def _fill(self) -> None:
-        for _ in range(self.count - len(self._serving())):
+        """Fork workers up to the count; before the first one is ready, none (the boot rule)."""
+        if not self.booted:
+            return
+        for _ in range(self.count - len(self.counted())):
             self._spawn()
 
+    def add_workers(self, wanted: int) -> int:
+        """Raise the count by *wanted*, but not past :attr:`most`, and fork them; returns
+        how many (Rule 6)."""
+        added = max(0, wanted if self.most is None else min(wanted, self.most - self.count))
+        if self.stopping_since is not None:
+            return 0
+        self.count += added
+        self._fill()
+        return added
+
+    def retire(self, worker: WorkerProcess) -> bool:
+        """One worker fewer: *worker* (SERVING) retires, unless the count is at :attr:`least`
+        (Rules 4 and 6); True when it does."""
+        if self.count <= self.least or worker.phase is not Phase.SERVING or self.stopping_since is not None:
+            return False
+        self.count -= 1
+        self._retire(worker)
+        return True
+
+    def _watch(self) -> None:
+        """Rule 8: the listeners are in the selector exactly while nothing could accept."""
+        wanted = bool(self.watched) and self.stopping_since is None and not self.counted()
+        if wanted is self._watching:
+            return
+        for fd in self.watched:
+            if wanted:
+                self.selector.register(fd, selectors.EVENT_READ, ("listener", None))
+            else:
+                self.selector.unregister(fd)
+        self._watching = wanted
+
+    def _connection_waiting(self) -> None:
+        """Rule 8: a connection waits on a listener and no worker could take it."""
+        if self.stopping_since is not None or self.counted():
+            return
+        if self.count == 0:
+            log.info("a connection is waiting: starting a worker")
+            self.count = 1
+        self._fill()
+
     def _step(self) -> None:
+        self._watch()
         now = time.monotonic()
         timeout = None
         deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
@@ -309,6 +405,8 @@ class Supervisor:
             kind, worker = key.data
             if kind == "signal":
                 self._signals(key.fd)
+            elif kind == "listener":
+                self._connection_waiting()
             elif kind == "status":
                 if worker.pid in self.workers:
                     self._status(worker)
@@ -336,13 +434,16 @@ class Supervisor:
         if self.stopping_since is not None:
             return
         log.info("SIGHUP: reloading %d workers (a worker whose app has a restart function calls it instead)",
-                 len(self._serving()))
+                 len(self.counted()))
         self._emit("reloading", self)
-        for worker in self._serving():
+        for worker in self.counted():
             _kill(worker.pid, signal.SIGHUP)
 
     def handle_sigttin(self) -> None:
         if self.stopping_since is not None:
+            return
+        if self.most is not None and self.count >= self.most:
+            log.info("SIGTTIN ignored: %s is the most (--max-workers)", _workers(self.most))
             return
         self.count += 1
         log.info("SIGTTIN: %d workers", self.count)
@@ -351,14 +452,22 @@ class Supervisor:
     def handle_sigttou(self) -> None:
         if self.stopping_since is not None:
             return
-        if self.count <= 1:
-            log.info("SIGTTOU ignored: one worker is the least")
+        if self.count <= self.least:
+            log.info("SIGTTOU ignored: %s is the least", _workers(self.least))
             return
         self.count -= 1
         log.info("SIGTTOU: %d workers", self.count)
-        serving = self._serving()
+        serving = self.counted()
         if len(serving) > self.count:
             self._retire(max(serving, key=lambda w: w.started))
+
+    def handle_sigchld(self) -> None:
+        """Without pidfds: reap every worker that exited (one SIGCHLD may stand for several)."""
+        for worker in list(self.workers.values()):
+            if worker.pid in self.workers:
+                code = _exit_code_now(worker.pid)
+                if code is not None:
+                    self._reap(worker, code)
 
     def handle_sigusr1(self) -> None:
         log.info("SIGUSR1: reopening the log files")
@@ -468,9 +577,12 @@ class Supervisor:
             os.close(worker.status_fd)
             worker.status_fd = -1
 
-    def _reap(self, worker: WorkerProcess) -> None:
-        self.selector.unregister(worker.pidfd)
-        os.close(worker.pidfd)
+    def _reap(self, worker: WorkerProcess, code: int | None = None) -> None:
+        """The worker exited: *code* when SIGCHLD's waitpid collected it already, else
+        it is collected here (its pidfd said it exited)."""
+        if worker.pidfd >= 0:
+            self.selector.unregister(worker.pidfd)
+            os.close(worker.pidfd)
         if worker.status_fd >= 0:
             with contextlib.suppress(BlockingIOError):  # a last word (S or V) not read yet
                 for byte in os.read(worker.status_fd, 64):
@@ -479,7 +591,8 @@ class Supervisor:
                         worker.reported(what)
         self._close_status(worker)
         del self.workers[worker.pid]
-        code = _wait_code(worker.pid)
+        if code is None:
+            code = _wait_code(worker.pid)
         self._emit("exited", self, worker, code)
         if self.stopping_since is not None:
             return
@@ -531,5 +644,22 @@ def _wait_code(pid: int) -> int:
         if exc.errno == errno.ECHILD:
             return 0
         raise
+    return _exit_code(status)
+
+
+def _exit_code_now(pid: int) -> int | None:
+    """The exit code of child *pid* if it has exited (collected now), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0  # collected already: nothing to tell
+    return _exit_code(status) if done else None
+
+
+def _exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells say
+
+
+def _workers(count: int) -> str:
+    return "one worker" if count == 1 else f"{count} workers"

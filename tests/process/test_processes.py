@@ -31,6 +31,7 @@ from fcgibridge.client import ConnectionClosed, FastCGIClient, Response
 SLOW_APP = "tests.apps.slow_app:app"
 
 
+@pytest.mark.usefixtures("reaping")
 @pytest.mark.parametrize("sig", [signal.SIGTERM])  # INT and QUIT stop fast: tests/process/test_supervisor.py
 def test_workers_finish_the_request_in_flight_then_all_exit(sig: signal.Signals) -> None:
     address = f"127.0.0.1:{free_port()}"
@@ -66,6 +67,7 @@ def test_a_broken_app_fails_once_with_one_line_when_there_are_many_workers() -> 
     assert "Traceback" not in proc.stderr.decode()
 
 
+@pytest.mark.usefixtures("reaping")
 def test_a_crashed_worker_is_replaced() -> None:
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:

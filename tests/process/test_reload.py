@@ -51,6 +51,7 @@ def stack(tmp_path: Path, nginx_binary: str, *args: str, keep_conn: bool,
         yield server, proc
 
 
+@pytest.mark.usefixtures("reaping")
 @pytest.mark.parametrize("keep_conn", [False, True], ids=["close", "keep_conn"])
 def test_hup_reloads_new_code_without_failing_a_request(tmp_path: Path, nginx_binary: str, keep_conn: bool) -> None:
     version = tmp_path / "version"

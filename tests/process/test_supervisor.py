@@ -22,6 +22,7 @@ def ident(address: str, path: str = "/pid") -> dict[str, str]:
     return dict(part.split("=", 1) for part in body.split())
 
 
+@pytest.mark.usefixtures("reaping")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
 def test_int_and_quit_stop_at_once_without_waiting_for_requests(sig: signal.Signals) -> None:
     address = f"127.0.0.1:{free_port()}"
@@ -37,6 +38,7 @@ def test_int_and_quit_stop_at_once_without_waiting_for_requests(sig: signal.Sign
     assert not isinstance(result[0], Response)  # its connection was dropped
 
 
+@pytest.mark.usefixtures("reaping")
 def test_ttin_adds_a_worker_and_ttou_retires_one() -> None:
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(APP, "-b", address, "-w", "2", address=address) as proc:

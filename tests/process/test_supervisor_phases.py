@@ -88,14 +88,14 @@ def test_a_replacement_retires_its_predecessor_once_ready(harness: Harness) -> N
     harness.say(old, Report.REPLACE_ME)
     (new,) = [w for w in harness.sup.workers.values() if w is not old]
     assert (new.phase, new.replaces) == (Phase.REPLACING, old)
-    assert harness.sup._serving() == [old]  # the replacement stands in; it does not count yet
+    assert harness.sup.counted() == [old]  # the replacement stands in; it does not count yet
     harness.say(old, Report.REPLACE_ME)  # one successor at most (Rule 1)
     assert len(harness.sup.workers) == 2
     harness.say(new, Report.READY)
     assert (new.phase, new.replaces, old.phase) == (Phase.SERVING, None, Phase.RETIRING)
     assert harness.signals == [(old.pid, RETIRE_SIGNAL)]
     assert old.kill_at is not None
-    assert harness.sup._serving() == [new]
+    assert harness.sup.counted() == [new]
     harness.say(old, Report.STOPPING)
     assert old.phase is Phase.RETIRING  # Rule 3: it stays retiring
     harness.exit(old)
@@ -123,7 +123,7 @@ def test_a_worker_retired_before_it_was_ready_is_told_again(harness: Harness) ->
     harness.say(second, Report.READY)
     assert second.phase is Phase.RETIRING
     assert harness.signals == [(second.pid, RETIRE_SIGNAL)] * 2
-    assert harness.sup._serving() == [first]
+    assert harness.sup.counted() == [first]
 
 
 def test_a_veto_ends_the_stop_and_the_deadlines_of_the_workers_asked(harness: Harness) -> None:
@@ -140,7 +140,7 @@ def test_a_veto_ends_the_stop_and_the_deadlines_of_the_workers_asked(harness: Ha
     assert stopping.phase is Phase.STOPPING and stopping.kill_at is not None
     assert retiring.kill_at is not None
     harness.exit(stopping)  # it stopped while the server serves on: made up again
-    assert stopping.pid not in harness.sup.workers and len(harness.sup._serving()) == 3
+    assert stopping.pid not in harness.sup.workers and len(harness.sup.counted()) == 3
 
 
 def test_reports_unread_at_the_exit_count(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -165,3 +165,53 @@ def test_quick_deaths_stop_the_server(harness: Harness) -> None:
         (worker,) = harness.sup.workers.values()
         harness.exit(worker, 1)
     assert harness.sup.exit_code == ExitCode.BOOT_FAILED
+
+
+def test_ttin_and_ttou_keep_the_count_within_its_bounds(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "fcgibridge.supervisor")
+    harness.sup.least, harness.sup.most = 0, 2
+    first = harness.ready()
+    harness.sup.handle_sigttin()
+    harness.sup.handle_sigttin()  # past --max-workers
+    assert harness.sup.count == 2 and len(harness.sup.workers) == 2
+    assert "SIGTTIN ignored: 2 workers is the most" in caplog.text
+    harness.sup.handle_sigttou()
+    harness.sup.handle_sigttou()  # ondemand: down to none
+    harness.sup.handle_sigttou()
+    assert harness.sup.count == 0 and "SIGTTOU ignored: 0 workers is the least" in caplog.text
+    assert all(w.phase is Phase.RETIRING for w in harness.sup.workers.values()) and first.phase is Phase.RETIRING
+
+
+def test_retire_and_add_workers_move_the_count_within_its_bounds(harness: Harness) -> None:
+    harness.sup.least, harness.sup.most = 1, 3
+    first = harness.ready()
+    assert harness.sup.add_workers(5) == 2 and len(harness.sup.counted()) == 3
+    assert harness.sup.add_workers(1) == 0
+    others = [w for w in harness.sup.workers.values() if w is not first]
+    assert not harness.sup.retire(others[0])  # not serving yet
+    for worker in others:
+        harness.say(worker, Report.READY)
+    assert harness.sup.retire(others[0]) and harness.sup.retire(others[1])
+    assert not harness.sup.retire(first)  # the least
+    assert harness.sup.count == 1 and harness.sup.counted() == [first]
+    harness.exit(others[0])
+    assert len(harness.sup.workers) == 2  # retired: not made up again
+
+
+def test_a_connection_waiting_with_no_worker_starts_one(harness: Harness) -> None:
+    """Rule 8: the listeners are watched only while no worker is starting or serving."""
+    readable, writable = os.pipe()
+    harness.fds += [readable, writable]
+    harness.sup.least, harness.sup.watched = 0, [readable]
+    first = harness.ready()
+    harness.sup._watch()
+    assert readable not in harness.sup.selector.get_map()
+    harness.sup.handle_sigttou()
+    harness.sup._watch()
+    assert readable in harness.sup.selector.get_map()  # the one worker retires: nobody accepts
+    os.write(writable, b"x")  # a connection waits
+    harness.sup._step()
+    (new,) = [w for w in harness.sup.workers.values() if w is not first]
+    assert harness.sup.count == 1 and new.phase is Phase.STARTING
+    harness.sup._watch()
+    assert readable not in harness.sup.selector.get_map()
