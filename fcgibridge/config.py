@@ -300,7 +300,9 @@ class Config:
                           metavar="PATH")
     # Status for supervisors.
     status_bind: str = option("", "An address (HOST:PORT or unix:PATH) where the master itself answers FastCGI "
-                              "status and ping requests from the scoreboard, even while every worker is busy.",
+                              "status and ping requests from the scoreboard, even while every worker is busy: "
+                              "any path is the status page (?json, ?prometheus) but --ping-path. Implies a "
+                              "supervisor.",
                               "--status-bind", metavar="ADDRESS")
 
 

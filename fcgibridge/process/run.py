@@ -20,6 +20,7 @@ from .contract import ExitCode, Report
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
 from .shares import ConnectionShares
+from .status_listener import StatusListenerEvents
 from .supervisor import Supervisor, SupervisorEvents
 from .systemd import SystemdNotifier, Watchdog, notify_socket_set, sd_notify
 from .worker import run_worker
@@ -32,7 +33,7 @@ def run(config: Config) -> int:
 
     A supervisor forks the workers (each loads the app itself, unless ``--preload``) when
     there is more than one, or when something needs a parent: ``--max-requests``,
-    ``--timeout`` (a stuck worker is replaced), ``--reload``. Otherwise everything runs in
+    ``--timeout`` (a stuck worker is replaced), ``--reload``, ``--status-bind``. Otherwise everything runs in
     this process, as mod_fcgid and spawn-fcgi expect.
     """
     listeners = open_listeners(config)
@@ -66,7 +67,7 @@ def run(config: Config) -> int:
 
 
 def needs_supervisor(config: Config) -> bool:
-    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload)
+    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload or config.status_bind)
 
 
 def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket]) -> list[SupervisorEvents]:
@@ -74,6 +75,8 @@ def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.s
     events: list[SupervisorEvents] = []
     if notify_socket_set():
         events.append(SystemdNotifier(runtime.board))
+    if config.status_bind and runtime.board is not None:
+        events.append(StatusListenerEvents(config, runtime.board))
     return events
 
 

@@ -23,19 +23,19 @@ class Runtime:
     config: Config
     #: Which peers may connect: ``--allow-from``, else ``FCGI_WEB_SERVER_ADDRS``; None: any.
     allowed: Callable[[Any], bool] | None = None
-    #: Shared by all workers (``--status-path``); None when there is no status page.
+    #: Shared by all workers (``--status-path``, ``--status-bind``); None when there is no status page.
     board: Scoreboard | None = None
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> Runtime:
         return cls(config, allowed_peers(config, environ),
-                   for_workers(config.workers) if config.status_path else None)
+                   for_workers(config.workers) if config.status_path or config.status_bind else None)
 
     def observer(self, capacity: int) -> Observer | None:
         """This worker's observer (claiming its scoreboard slot), or None when status,
         ping and access log are all off. Call it in the worker process."""
         config = self.config
-        if not (config.status_path or config.ping_path or config.access_log):
+        if not (config.status_path or config.ping_path or config.access_log or config.status_bind):
             return None
         slot = self.board.claim() if self.board is not None else None
         access = None

@@ -1,0 +1,101 @@
+"""--status-bind: the master answers status and ping itself, from the scoreboard.
+
+A real server (-w 1 --sync) whose only worker is held by a slow request: the status page
+asked at --status-bind (TCP and unix:) answers within a second and shows that worker busy
+with that request, the ping path answers "pong", and the worker's own listener is not
+involved. Asked with the project's client. And its limits: a request too large, a connection past the cap.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from support import free_port, request_in_thread, run_fcgibridge, wait_until
+
+from fcgibridge.client import FastCGIClient, FastCGIError, Response
+from fcgibridge.process.status_listener import MAX_CONNECTIONS, MAX_REQUEST_SIZE
+
+APP = "tests.apps.pm_app:app"
+
+
+def ask(address: str, path: str) -> tuple[Response, float]:
+    began = time.monotonic()
+    with FastCGIClient(address, timeout=5) as client:
+        response = client.request("GET", path)
+    return response, time.monotonic() - began
+
+
+def check_status_while_busy(address: str, status_address: str) -> None:
+    thread, result = request_in_thread(address, "/slow?s=4")
+    try:
+        def busy() -> bool:
+            report = json.loads(ask(status_address, "/status?json")[0].body)
+            return bool(report["workers"]) and report["workers"][0]["state"] == "busy"
+
+        wait_until(busy, 10, "the worker busy on the status page")
+        response, took = ask(status_address, "/anything?json")
+        assert response.status == 200 and took < 1.0, (response, took)
+        report = json.loads(response.body)
+        assert report["active_workers"] == 1 and report["in_flight_requests"] == 1, report
+        assert report["workers"][0]["request_uri"].startswith("/slow"), report
+        text, took = ask(status_address, "/")
+        assert took < 1.0 and b"active_workers" in text.body, text
+        metrics, _ = ask(status_address, "/status?prometheus")
+        assert b"fcgibridge_in_flight_requests 1" in metrics.body, metrics.body
+        pong, took = ask(status_address, "/ping")
+        assert pong.body == b"pong\n" and took < 1.0, (pong, took)
+        assert result == []  # the slow request is still running
+    finally:
+        thread.join(15)
+    assert isinstance(result[0], Response) and result[0].status == 200, result
+
+
+def test_status_bind_tcp_answers_while_the_only_worker_is_busy() -> None:
+    address, status_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "1", "--sync", "--status-bind", status_address,
+                        "--ping-path", "/ping", address=address):
+        check_status_while_busy(address, status_address)
+
+
+def test_status_bind_unix_answers_while_the_only_worker_is_busy(tmp_path: Path) -> None:
+    address, status_path = f"127.0.0.1:{free_port()}", tmp_path / "status.sock"
+    with run_fcgibridge(APP, "-b", address, "-w", "1", "--sync", "--status-bind", f"unix:{status_path}",
+                        "--ping-path", "/ping", address=address) as proc:
+        wait_until(status_path.exists, 10, "the status socket")
+        check_status_while_busy(address, f"unix:{status_path}")
+        proc.terminate()
+        assert proc.wait(15) == 0
+    assert not status_path.exists()  # removed as the master stopped
+
+
+def test_status_listener_caps_connections_and_request_size() -> None:
+    address, status_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    host, port = status_address.rsplit(":", 1)
+    with run_fcgibridge(APP, "-b", address, "-w", "1", "--status-bind", status_address, address=address):
+        assert ask(status_address, "/")[0].status == 200
+        # One request larger than MAX_REQUEST_SIZE: the connection is closed, nothing answered.
+        with pytest.raises((OSError, FastCGIError)), FastCGIClient(status_address, timeout=5) as client:
+            client.request("GET", "/", headers={"X-Big": "a" * (MAX_REQUEST_SIZE + 1000)})
+        # MAX_CONNECTIONS open: one more is closed as it arrives.
+        held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_CONNECTIONS)]
+        try:
+            wait_until(lambda: ask_would_be_refused(host, int(port)), 10, "the connection past the cap closed")
+        finally:
+            for sock in held:
+                sock.close()
+        response, took = ask(status_address, "/?json")  # and it serves on
+        assert response.status == 200 and took < 1.0
+
+
+def ask_would_be_refused(host: str, port: int) -> bool:
+    """A new connection is closed by the listener at once (EOF before any request)."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.settimeout(2)
+        try:
+            return sock.recv(1) == b""
+        except TimeoutError:
+            return False
