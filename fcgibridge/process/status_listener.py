@@ -13,7 +13,7 @@ small selector loop: non-blocking sockets, one buffer each way per connection, a
 connections idle for :data:`IDLE_TIMEOUT` seconds are closed. The FastCGI side is the
 project's protocol core (:class:`~fcgibridge.protocol.ApplicationConnection`), the one
 the workers use. :class:`StatusListenerEvents` binds the socket before the workers fork,
-starts the thread once the first worker serves, closes the workers' copies of its
+starts the thread as the supervisor starts, closes the workers' copies of its
 sockets right after each fork, and shuts it down when the last worker is gone.
 """
 
@@ -264,7 +264,7 @@ class StatusServer:
 
 class StatusListenerEvents(SupervisorEvents):
     """Binds ``--status-bind`` now (before any worker forks, so a bad address fails at
-    startup), serves it from the first worker's readiness to the last worker's exit."""
+    startup), serves it from the supervisor's start to the last worker's exit."""
 
     def __init__(self, config: Config, board: Scoreboard) -> None:
         sock = open_listeners(replace(config, bind=[config.status_bind]))[0]
@@ -272,8 +272,8 @@ class StatusListenerEvents(SupervisorEvents):
         atexit.register(self.server.stop)  # a boot failure ends the master without a last exit event
         log.info("status listener on %s", config.status_bind)
 
-    def ready(self, supervisor: Supervisor) -> None:
-        self.server.start()
+    def starting(self, supervisor: Supervisor) -> None:
+        self.server.start()  # before any worker: it answers while none serves yet (ondemand) too
 
     def child_started(self, worker: WorkerProcess) -> None:
         self.server.close_in_child()

@@ -2,11 +2,12 @@
 :mod:`fcgibridge.process.listeners`).
 
 Under a supervisor, :class:`SystemdNotifier` follows the master's events: READY=1 once
-the first worker serves, a STATUS= line as the counts change, RELOADING=1 on SIGHUP and
-READY=1 again once the new workers serve, STOPPING=1 as the stop begins. A
-:class:`Watchdog` thread sends WATCHDOG=1 every half ``$WATCHDOG_USEC`` while the
-supervisor loop keeps ticking. Without a supervisor, :func:`run.run` sends READY=1 and
-STOPPING=1 itself and runs the watchdog alone.
+the first worker serves (with ``--pm ondemand``, at the first tick with no worker), a
+STATUS= line as the counts change, RELOADING=1 on SIGHUP and READY=1 again once the new
+workers serve, STOPPING=1 as the stop begins. A :class:`Watchdog` thread sends
+WATCHDOG=1 every half ``$WATCHDOG_USEC`` while the supervisor loop keeps ticking.
+Without a supervisor, :func:`run.run` sends READY=1 and STOPPING=1 itself and runs the
+watchdog alone.
 
 Every message is one datagram to ``$NOTIFY_SOCKET``; nothing is sent when it is unset,
 so all of this costs nothing outside systemd.
@@ -107,6 +108,7 @@ class SystemdNotifier(SupervisorEvents):
         self.last_tick = time.monotonic()
         self.reload_since: float | None = None
         self.status = ""
+        self.ready_sent = False
         self.watchdog = Watchdog.from_environ(self._ticking)
 
     def _ticking(self) -> bool:
@@ -114,7 +116,9 @@ class SystemdNotifier(SupervisorEvents):
         return time.monotonic() - self.last_tick < STALL_AFTER
 
     def ready(self, supervisor: Supervisor) -> None:
-        sd_notify("READY=1")
+        if not self.ready_sent:
+            self.ready_sent = True
+            sd_notify("READY=1")
         self._send_status(supervisor)
 
     def reloading(self, supervisor: Supervisor) -> None:
@@ -129,6 +133,11 @@ class SystemdNotifier(SupervisorEvents):
 
     def tick(self, supervisor: Supervisor, now: float) -> None:
         self.last_tick = now
+        if not self.ready_sent and supervisor.count == 0 and supervisor.stopping_since is None:
+            # --pm ondemand before any connection: no worker, yet the listeners take
+            # connections (the first one starts a worker), so the service is up.
+            self.ready(supervisor)
+            return
         if supervisor.stopping_since is not None or not supervisor.booted:
             return
         if self.reload_since is not None:
