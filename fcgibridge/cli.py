@@ -91,16 +91,22 @@ def _serve(argv: list[str]) -> int:
 
 def _check_config(config: Config) -> int:
     """``--check-config``: the config loaded (that is done), the socket owner and group
-    exist, the access log format works, the app imports; prints OK. Any mistake is a
+    exist, the access log format works, ``--chdir``, ``--env-file``, ``--user`` and
+    ``--group`` work, the hooks and the app import; prints OK. Any mistake is a
     :class:`UserError` (exit status 2). A unix socket every local user could connect to,
     or none of the web server accounts could, is a ``WARNING:`` line on stderr, not a
     mistake: the exit status stays 0 (the mode may be deliberate)."""
     from .importer import load
     from .process.accesslog import AccessLog
+    from .process.hooks import Hooks
+    from .process.identity import Identity, prepare, socket_defaults
     from .process.listeners import socket_owner, socket_warnings
 
     socket_owner(config.socket_owner, config.socket_group)
-    for warning in socket_warnings(config):
+    prepare(config)
+    identity = Identity.from_config(config)
+    Hooks.load(config)
+    for warning in socket_warnings(socket_defaults(config, identity)):
         print(f"WARNING: {warning}", file=sys.stderr)
 
     try:

@@ -46,7 +46,8 @@ from ..importer import LoadedApp
 from ..server.connection import ConnectionSweeper, FastCGIProtocol, RequestStream, WorkerState
 from ..server.lifecycle import Lifecycle
 from .apps import build
-from .contract import RETIRE_SIGNAL, Report
+from .contract import RETIRE_SIGNAL, ExitCode, Report
+from .hooks import Hooks
 from .runtime import Runtime
 from .shares import ConnectionShares
 from .timeouts import RequestTimeouts
@@ -90,14 +91,21 @@ def run_worker(
     report: Callable[[Report], None] | None = None,
     reopen_logs: Callable[[], None] | None = None,
     shares: ConnectionShares | None = None,
+    hooks: Hooks | None = None,
 ) -> int:
     """Serve until stopped; returns the process exit code. *shares*: the workers' table
-    of open connections, made before they forked (with more than one worker)."""
+    of open connections, made before they forked (with more than one worker). *hooks*:
+    the server hooks (``worker_exit`` runs here, as the worker is about to exit)."""
     worker = Worker(loaded, listeners, runtime)
     worker.reopen_logs = reopen_logs
     worker.shares = shares
-    with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
-        return runner.run(worker.serve(on_ready, report))
+    worker.hooks = hooks or None
+    try:
+        with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
+            return runner.run(worker.serve(on_ready, report))
+    finally:
+        if worker.hooks is not None:
+            worker.hooks.worker_exit()
 
 
 class Worker:
@@ -127,6 +135,8 @@ class Worker:
         self._shares_timer: asyncio.TimerHandle | None = None
         self._accepting = 0  # connections accepted whose connection_made has not run
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The server hooks (post_worker_init, pre_request, post_request); None: none set.
+        self.hooks: Hooks | None = None
 
     async def serve(self, on_ready: Callable[[], None] | None = None,
                     report: Callable[[Report], None] | None = None) -> int:
@@ -134,6 +144,8 @@ class Worker:
         config = self.config
         self._report = report
         adapter, self.lifecycle = build(self.loaded, config)
+        if self.hooks is not None and not self.hooks.post_worker_init():
+            return ExitCode.BOOT_FAILED
         code = await self.lifecycle.startup()
         if code:
             return code
@@ -248,6 +260,18 @@ class Worker:
                     self._ask_replacement()
 
             state.on_done = count
+        if self.hooks is not None:
+            self._install_server_hooks(state, self.hooks)
+
+    @staticmethod
+    def _install_server_hooks(state: WorkerState, hooks: Hooks) -> None:
+        """pre_request and post_request, after the hooks above (chained, not replaced);
+        an unset one adds nothing to a request."""
+        pre, post = hooks.request_hooks()
+        if pre is not None:
+            state.on_start = _chain(state.on_start, pre)
+        if post is not None:
+            state.on_done = _chain(state.on_done, post)
 
     def _on_signal(self, signum: int) -> None:
         if signum == signal.SIGHUP:
@@ -364,3 +388,16 @@ class Worker:
         await state.adapter.drain(deadline - loop.time())
         assert self.lifecycle is not None
         await self.lifecycle.shutdown()
+
+
+def _chain(first: Callable[[RequestStream], None] | None,
+           then: Callable[[RequestStream], None]) -> Callable[[RequestStream], None]:
+    """*first* (when there is one), then *then*, for one per-request hook slot."""
+    if first is None:
+        return then
+
+    def both(stream: RequestStream) -> None:
+        first(stream)
+        then(stream)
+
+    return both

@@ -1,0 +1,256 @@
+"""The process model on real processes: --pid, --chdir, --umask, --env-file and -e,
+process titles (setproctitle), and --user/--group dropping root.
+
+The privilege drop runs the system Python with fcgibridge copied where ``nobody`` can
+read it (root's venv is not readable to other users; a worker imports after the drop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import programs
+import pytest
+from support import (
+    ROOT,
+    children_of,
+    free_port,
+    lib_for_another_user,
+    machine_has,
+    run_fcgibridge,
+    stop_process,
+    wait_for_port,
+    wait_until,
+)
+
+from fcgibridge.client import FastCGIClient
+
+APP = "tests.apps.ops_app:app"
+
+ENV_APP = '''
+import json, os
+
+def app(environ, start_response):
+    mask = os.umask(0)
+    os.umask(mask)
+    names = ("FROM_FILE", "QUOTED", "SINGLE", "BOTH", "EXPORTED", "EMPTY", "FROM_CLI")
+    body = json.dumps({"cwd": os.getcwd(), "umask": mask, "env": {n: os.environ.get(n) for n in names}})
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body.encode()]
+'''
+
+
+def fcgibridge(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "fcgibridge", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def test_the_pid_file_names_the_server_while_it_runs(tmp_path: Path) -> None:
+    """Written once the sockets are bound and removed at exit; one naming a dead process
+    is replaced, one naming a live process refuses the start."""
+    pidfile = tmp_path / "run" / "fcgibridge.pid"
+    pidfile.parent.mkdir()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    pidfile.write_text(f"{finished.pid}\n")  # a stale file: that process is gone
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--pid", str(pidfile), address=address) as proc:
+        assert pidfile.read_text() == f"{proc.pid}\n"
+        assert sorted(p.name for p in pidfile.parent.iterdir()) == ["fcgibridge.pid"]  # no temporary file left
+        second = fcgibridge(APP, "-b", f"127.0.0.1:{free_port()}", "--pid", str(pidfile))
+        assert second.returncode == 2
+        assert second.stderr == (f"fcgibridge: error: --pid {pidfile}: already running as pid {proc.pid} (stop it "
+                                 "first, or remove the file if that process is not fcgibridge)\n")
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not pidfile.exists()
+    single = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", single, "--pid", "server.pid", address=single, cwd=tmp_path) as proc:
+        assert (tmp_path / "server.pid").read_text() == f"{proc.pid}\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not (tmp_path / "server.pid").exists()
+
+
+def test_chdir_umask_and_the_environment_reach_the_app(tmp_path: Path) -> None:
+    """--chdir first (the app and a relative --env-file are found there), --umask, the
+    env file's lines (comments, quotes, export), then -e, which beats the file."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "envapp.py").write_text(ENV_APP)
+    (site / "app.env").write_text("# settings\n\nFROM_FILE=file value\nQUOTED=\"a # b \"\nSINGLE='x=y'\n"
+                                  "  export EXPORTED = yes\nEMPTY=\nBOTH=file\n")
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("envapp:app", "-b", address, "--chdir", str(site), "--umask", "027", "--env-file",
+                        "app.env", "-e", "BOTH=cli", "-e", "FROM_CLI=a=b", address=address, cwd=tmp_path):
+        seen = json.loads(FastCGIClient(address).request("GET", "/").body)
+    assert seen == {"cwd": str(site), "umask": 0o027,
+                    "env": {"FROM_FILE": "file value", "QUOTED": "a # b ", "SINGLE": "x=y", "BOTH": "cli",
+                            "EXPORTED": "yes", "EMPTY": "", "FROM_CLI": "a=b"}}
+
+
+def test_process_model_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.env").write_text("GOOD=1\nthis is not a setting\n")
+    cases = [
+        (["--chdir", str(tmp_path / "nowhere")], f"--chdir {tmp_path / 'nowhere'}: No such file or directory"),
+        (["--env-file", str(tmp_path / "bad.env")],
+         f"--env-file {tmp_path / 'bad.env'}, line 2: expected NAME=VALUE, got 'this is not a setting'"),
+        (["--env-file", "no-such.env"], "--env-file no-such.env: No such file or directory"),
+        (["--user", "no-such-user-xyz"], "--user: no user named 'no-such-user-xyz' on this system"),
+        (["--group", "no-such-group-xyz"], "--group: no group named 'no-such-group-xyz' on this system"),
+    ]
+    for options, message in cases:
+        for extra in ([], ["--check-config"]):
+            result = fcgibridge(APP, "-b", f"127.0.0.1:{free_port()}", *options, *extra, cwd=tmp_path)
+            assert result.returncode == 2, (options, result.stderr)
+            assert result.stderr.startswith(f"fcgibridge: error: {message}"), result.stderr
+            assert result.stderr.count("\n") == 1
+
+
+def test_process_titles_name_the_master_and_each_worker(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--name", "shop", address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        wait_until(lambda: all(title(pid).startswith("fcgibridge: worker") for pid in children_of(proc.pid)),
+                   what="the workers' titles")
+        assert title(proc.pid) == "fcgibridge: master shop"
+        assert sorted(title(pid) for pid in children_of(proc.pid)) == ["fcgibridge: worker 1 shop",
+                                                                       "fcgibridge: worker 2 shop"]
+    single = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", single, address=single) as proc:
+        assert title(proc.pid) == f"fcgibridge: {APP}"
+
+
+# ------------------------------------------------------------------------- --user, --group
+
+
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A directory every user may read (pytest's tmp dirs are root's only)."""
+    directory = Path(tempfile.mkdtemp(prefix="fcgibridge-identity-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def nobody() -> pwd.struct_passwd:
+    machine_has(os.geteuid() == 0, "root")
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        machine_has(False, "a 'nobody' account")
+        raise
+
+
+def ps_user(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "user=", "-p", str(pid)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def status_ids(pid: int) -> dict[str, list[int]]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            fields[key] = [int(n) for n in value.split()]
+    return fields
+
+
+def start_as_root(lib: Path, *args: str, address: str, cwd: Path) -> subprocess.Popen[bytes]:
+    python = programs.find("system-python3")
+    log = (cwd / "server.log").open("wb")
+    proc = subprocess.Popen([python, "-m", "fcgibridge", *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(lib)})
+    log.close()
+    try:
+        wait_for_port(address, proc=proc)
+    except RuntimeError as exc:
+        stop_process(proc)
+        raise AssertionError(f"{exc}: {(cwd / 'server.log').read_text()}") from None
+    return proc
+
+
+def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) -> None:
+    account = nobody()
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
+    sock = readable_dir / "app.sock"
+    address = f"unix:{sock}"
+    proc = start_as_root(lib, "ops_app:app", "-b", address, "-w", "2", "--user", "nobody", "--pid",
+                         str(readable_dir / "app.pid"), address=address, cwd=readable_dir)
+    try:
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        workers = children_of(proc.pid)
+        assert ps_user(proc.pid) == "root"
+        assert {ps_user(pid) for pid in workers} == {account.pw_name}
+        for pid in workers:
+            ids = status_ids(pid)
+            assert set(ids["Uid"]) == {account.pw_uid} and set(ids["Gid"]) == {account.pw_gid}
+            assert 0 not in ids["Groups"]  # root's supplementary groups are gone
+        # The socket file is the workers' (--socket-owner and --socket-group default to them).
+        assert (sock.stat().st_uid, sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
+        served_by = int(FastCGIClient(address).request("GET", "/").body.split()[1])
+        assert served_by in workers
+        assert (readable_dir / "app.pid").read_text() == f"{proc.pid}\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop_process(proc)
+    assert not sock.exists() and not (readable_dir / "app.pid").exists()  # the root master removed them
+
+
+def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
+    account = nobody()
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
+    address = f"127.0.0.1:{free_port()}"
+    proc = start_as_root(lib, "ops_app:app", "-b", address, "--user", "nobody", "--group", "nogroup"
+                         if _has_group("nogroup") else str(account.pw_gid), address=address, cwd=readable_dir)
+    try:
+        assert ps_user(proc.pid) == account.pw_name
+        assert FastCGIClient(address).request("GET", "/").body == f"app {proc.pid}".encode()
+        assert "running as nobody" in (readable_dir / "server.log").read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop_process(proc)
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_user_needs_root(readable_dir: Path) -> None:
+    """Started as nobody, --user root (or any other user) is a one-line error, before binding."""
+    account = nobody()
+    python = programs.find("system-python3")
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
+    for extra in ([], ["--check-config"]):
+        result = subprocess.run([python, "-m", "fcgibridge", "ops_app:app", "-b", f"127.0.0.1:{free_port()}",
+                                 "--user", "root", *extra], cwd=readable_dir, capture_output=True, text=True,
+                                timeout=30, user=account.pw_uid, group=account.pw_gid, extra_groups=[],
+                                env={"PATH": os.environ["PATH"], "PYTHONPATH": str(lib)})
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == ("fcgibridge: error: --user root needs root to switch to (running as nobody); "
+                                 "start as root, or leave the option out\n")
