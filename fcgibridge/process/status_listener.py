@@ -275,6 +275,10 @@ class StatusListenerEvents(SupervisorEvents):
     def starting(self, supervisor: Supervisor) -> None:
         self.server.start()  # before any worker: it answers while none serves yet (ondemand) too
 
+    def stopping(self, supervisor: Supervisor) -> None:
+        if not supervisor.workers:  # --pm ondemand with none: no exit event will come
+            self.server.stop()
+
     def child_started(self, worker: WorkerProcess) -> None:
         self.server.close_in_child()
 

@@ -3,7 +3,9 @@
 A real server (-w 1 --sync) whose only worker is held by a slow request: the status page
 asked at --status-bind (TCP and unix:) answers within a second and shows that worker busy
 with that request, the ping path answers "pong", and the worker's own listener is not
-involved. Asked with the project's client. And its limits: a request too large, a connection past the cap.
+involved. Asked with the project's client. And its limits: a request too large, a connection past the cap,
+an idle connection (the loop in this process, with short timeouts); a request trickled in
+a byte at a time, and a second one on the kept-alive connection.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import free_port, request_in_thread, run_fcgibridge, wait_until
+from support import RawConnection, free_port, request_in_thread, run_fcgibridge, wait_until
 
 from fcgibridge.client import FastCGIClient, FastCGIError, Response
-from fcgibridge.process.status_listener import MAX_CONNECTIONS, MAX_REQUEST_SIZE
+from fcgibridge.config import Config
+from fcgibridge.process import status_listener
+from fcgibridge.process.scoreboard import for_workers
+from fcgibridge.process.status_listener import MAX_CONNECTIONS, MAX_REQUEST_SIZE, StatusServer
 
 APP = "tests.apps.pm_app:app"
 
@@ -87,15 +93,62 @@ def test_status_listener_caps_connections_and_request_size() -> None:
         finally:
             for sock in held:
                 sock.close()
-        response, took = ask(status_address, "/?json")  # and it serves on
+        # Once it has seen those close, it serves on.
+        wait_until(lambda: not ask_would_be_refused(host, int(port), 0.3), 10, "room again")
+        response, took = ask(status_address, "/?json")
         assert response.status == 200 and took < 1.0
 
 
-def ask_would_be_refused(host: str, port: int) -> bool:
+def ask_would_be_refused(host: str, port: int, wait: float = 2.0) -> bool:
     """A new connection is closed by the listener at once (EOF before any request)."""
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.settimeout(2)
+        sock.settimeout(wait)
         try:
             return sock.recv(1) == b""
         except TimeoutError:
             return False
+
+
+@pytest.fixture
+def status_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[StatusServer, str]]:
+    """The listener's loop in this process, on a free port, with short timeouts."""
+    monkeypatch.setattr(status_listener, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(status_listener, "POLL_INTERVAL", 0.05)
+    board = for_workers(1)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    server = StatusServer(sock, Config(app="test", ping_path="/ping"), board)
+    server.start()
+    try:
+        yield server, f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.stop()
+
+
+def test_idle_connections_are_closed(status_server: tuple[StatusServer, str]) -> None:
+    server, address = status_server
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        began = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the listener, having sent nothing
+        assert time.monotonic() - began < 3
+    wait_until(lambda: not server.connections, 5, "the connection forgotten")
+
+
+def test_a_request_sent_a_byte_at_a_time_is_answered(status_server: tuple[StatusServer, str]) -> None:
+    from fcgibridge.client import build_params
+
+    _, address = status_server
+    with RawConnection(address) as conn:
+        request_id, data = conn.core.begin_request(build_params("GET", "/ping"), keep_conn=True)
+        conn.stdout[request_id] = bytearray()
+        for byte in data + conn.core.end_stdin(request_id):
+            conn.sock.send(bytes([byte]))
+        assert conn.wait_end(request_id).app_status == 0
+        head, body = conn.response(request_id)
+        assert head.status == 200 and body == b"pong\n"
+        # Kept alive: a second request on the same connection, the status page as JSON.
+        second = conn.begin("GET", "/?json", body=b"")
+        conn.wait_end(second)
+        assert json.loads(conn.response(second)[1])["total_workers"] == 0
