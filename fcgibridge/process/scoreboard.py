@@ -10,34 +10,56 @@ kernel drops the lock when the process dies, so the slot of a crashed worker is 
 for its replacement, which first adds the old slot's counters to the totals in the
 header (under the header's lock), so totals never go backwards across restarts.
 
+Besides the counters, a slot holds its worker's request-duration histogram (fixed
+:data:`BUCKETS`, added to the header's like the counters when the slot is reused) and,
+while a status page is on, what the worker's last request cost. The header also keeps
+the most workers seen busy at once and the longest listen queue seen, which the
+supervisor samples every second and every status page reader raises to what it sees.
+
 Reads are not synchronised with writes: a figure can be one request behind, as in any
 status page, but each field is written whole.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import fcntl
 import mmap
 import os
 import struct
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Scoreboard", "Slot", "SlotView", "for_workers"]
+__all__ = ["BUCKETS", "Scoreboard", "Slot", "SlotView", "Totals", "for_workers"]
+
+#: Upper bounds (seconds) of the request-duration histogram's buckets; one more counts the rest.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_COUNTS = f"{len(BUCKETS) + 1}Q"
 
 # Header: start time (wall clock), number of slots, then the totals of retired slots
 # (accepted connections, requests served, slow requests, times at capacity), then how
 # often the supervisor wanted another worker past --max-workers (PHP-FPM's "max children
-# reached", written by the supervisor only).
-_HEADER = struct.Struct("=dI4xQQQQQ")
+# reached", written by the supervisor only), the most workers seen busy at once and the
+# longest listen queue seen (written by whoever sees them, under the header's lock), and
+# the retired slots' request-duration histogram (bucket counts, sum of durations).
+_HEADER = struct.Struct(f"=dI4xQQQQQQQ{_COUNTS}d")
 _TOTALS = struct.Struct("=QQQQ")
 _OFF_TOTALS = 16
 _OFF_MAX_CHILDREN = _OFF_TOTALS + _TOTALS.size
+_OFF_PEAKS = _OFF_MAX_CHILDREN + 8
+_PEAKS = struct.Struct("=QQ")
+_OFF_HISTOGRAM = _OFF_PEAKS + _PEAKS.size
+_HISTOGRAM = struct.Struct(f"={_COUNTS}d")
 # Slot: pid, state, in flight, max in flight, accepted, served, slow, saturated,
-# request start (wall clock), last duration, method, uri.
+# request start (wall clock), last duration, method, uri; then when the slot was claimed
+# (wall clock), the CPU time (s) and the peak RSS (bytes) of the worker's last request,
+# and its request-duration histogram (bucket counts, sum of durations).
 _SLOT_HEAD = struct.Struct("=iIIIQQQQdd8s")
 URI_SIZE = 240
-_SLOT = struct.Struct(_SLOT_HEAD.format + f"{URI_SIZE}s")
+_SLOT_TAIL = struct.Struct(f"=ddQ{_COUNTS}d")
+_SLOT = struct.Struct(_SLOT_HEAD.format + f"{URI_SIZE}s" + _SLOT_TAIL.format[1:])
 
 STATES = ("free", "idle", "busy")
 IDLE, BUSY = 1, 2
@@ -54,6 +76,10 @@ _OFF_START = 48
 _OFF_DURATION = 56
 _OFF_METHOD = 64
 _OFF_URI = 72
+_OFF_USAGE = _OFF_URI + URI_SIZE + 8  # last request's CPU time and peak RSS
+_OFF_BUCKETS = _OFF_USAGE + 16
+_OFF_DURATION_SUM = _OFF_BUCKETS + 8 * (len(BUCKETS) + 1)
+assert _SLOT.size == _OFF_DURATION_SUM + 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +99,21 @@ class SlotView:
     last_duration: float
     method: str
     uri: str
+    #: When the slot was claimed (wall clock): the worker's start.
+    started: float = 0.0
+    #: CPU time (user + system, seconds) the worker used while its last request ran.
+    last_cpu: float = 0.0
+    #: The worker's peak RSS (bytes) when its last request ended.
+    last_memory: int = 0
+    #: Requests per duration bucket (:data:`BUCKETS`, then the rest; not cumulative).
+    durations: tuple[int, ...] = ()
+    #: Seconds all of them took together.
+    duration_sum: float = 0.0
+
+    @property
+    def number(self) -> int:
+        """The slot's number (1, 2, ...): the ``worker`` label of the metrics."""
+        return self.index + 1
 
     @property
     def alive(self) -> bool:
@@ -94,6 +135,14 @@ class Totals:
     served: int
     slow: int
     saturated: int
+    #: How often the supervisor wanted a worker past ``--max-workers``.
+    max_children_reached: int = 0
+    #: The most workers seen busy at once, and the longest listen queue seen.
+    max_active_workers: int = 0
+    max_listen_queue: int = 0
+    #: The request-duration histogram over every slot, retired ones included (not cumulative).
+    durations: tuple[int, ...] = ()
+    duration_sum: float = 0.0
 
 
 class Scoreboard:
@@ -105,8 +154,11 @@ class Scoreboard:
         self.fd = os.memfd_create("fcgibridge-scoreboard", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, self.size)
         self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        _HEADER.pack_into(self.map, 0, time.time(), slots, 0, 0, 0, 0, 0)
+        struct.pack_into("=dI", self.map, 0, time.time(), slots)  # the rest of a new memfd is zeros
         self._claimed: set[int] = set()  # by this process (threads in tests claim several)
+        #: The slot a new worker tries first (its worker number - 1, set right after the fork),
+        #: so that a slot's number is the worker's number whenever that slot is free.
+        self.preferred: int | None = None
 
     @property
     def start_time(self) -> float:
@@ -120,22 +172,49 @@ class Scoreboard:
         """The supervisor (the one writer of this field) wanted a worker more than ``--max-workers``."""
         struct.pack_into("=Q", self.map, _OFF_MAX_CHILDREN, self.max_children_reached + 1)
 
+    def note_peaks(self, active_workers: int, listen_queue: int | None) -> None:
+        """Raise the most-busy-workers and longest-listen-queue figures to what was just seen.
+
+        Any process may call it (the supervisor every second, a status page reader); the
+        header's lock keeps one from lowering what another wrote.
+        """
+        queue = listen_queue or 0
+        most_active, longest = _PEAKS.unpack_from(self.map, _OFF_PEAKS)
+        if active_workers <= most_active and queue <= longest:
+            return
+        with self._header_locked():
+            most_active, longest = _PEAKS.unpack_from(self.map, _OFF_PEAKS)
+            _PEAKS.pack_into(self.map, _OFF_PEAKS, max(most_active, active_workers), max(longest, queue))
+
+    @contextlib.contextmanager
+    def _header_locked(self) -> Iterator[None]:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)  # byte 0 of the file stands for the header
+        try:
+            yield
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
+
     def _offset(self, index: int) -> int:
         return _HEADER.size + index * _SLOT.size
 
     def claim(self) -> Slot | None:
-        """A free slot for this worker, or None when all are taken."""
-        for index in range(self.slots):
+        """A free slot for this worker (:attr:`preferred` first), or None when all are taken."""
+        order = list(range(self.slots))
+        if self.preferred is not None and 0 <= self.preferred < self.slots:
+            order.remove(self.preferred)
+            order.insert(0, self.preferred)
+        for index in order:
             if index in self._claimed:
                 continue
-            try:  # byte index+1 of the file stands for the slot; byte 0 for the header
+            try:  # byte index+1 of the file stands for the slot
                 fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, index + 1)
             except OSError:
                 continue
             self._claimed.add(index)
             self._retire(index)
             offset = self._offset(index)
-            _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"")
+            _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
+                            time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
             return Slot(self, index, offset)
         return None
 
@@ -144,29 +223,41 @@ class Scoreboard:
         old = self.read_slot(index)
         if not (old.accepted or old.served or old.slow or old.saturated):
             return
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
-        try:
+        with self._header_locked():
             accepted, served, slow, saturated = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
             _TOTALS.pack_into(self.map, _OFF_TOTALS, accepted + old.accepted, served + old.served,
                               slow + old.slow, saturated + old.saturated)
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
+            *counts, total = _HISTOGRAM.unpack_from(self.map, _OFF_HISTOGRAM)
+            _HISTOGRAM.pack_into(self.map, _OFF_HISTOGRAM, *_add(counts, old.durations), total + old.duration_sum)
 
     def read_slot(self, index: int) -> SlotView:
         (pid, state, in_flight, max_in_flight, accepted, served, slow, saturated, start, duration, method,
-         uri) = _SLOT.unpack_from(self.map, self._offset(index))
+         uri, started, last_cpu, last_memory, *counts, duration_sum) = _SLOT.unpack_from(self.map, self._offset(index))
         return SlotView(index, pid, STATES[state] if state < len(STATES) else "free", in_flight, max_in_flight,
                         accepted, served, slow, saturated, start, duration,
-                        method.rstrip(b"\0").decode("latin-1"), uri.rstrip(b"\0").decode("utf-8", "replace"))
+                        method.rstrip(b"\0").decode("latin-1"), uri.rstrip(b"\0").decode("utf-8", "replace"),
+                        started, last_cpu, last_memory, tuple(counts), duration_sum)
 
     def read(self) -> tuple[Totals, list[SlotView]]:
         """The totals (retired slots plus every slot) and every slot ever used."""
-        start, _, accepted, served, slow, saturated, _ = _HEADER.unpack_from(self.map, 0)
+        (start, _, accepted, served, slow, saturated, max_children, max_active, max_queue, *counts,
+         duration_sum) = _HEADER.unpack_from(self.map, 0)
         views = [self.read_slot(index) for index in range(self.slots)]
         used = [view for view in views if view.pid]
+        for view in used:
+            counts = _add(counts, view.durations)
         totals = Totals(start, accepted + sum(v.accepted for v in used), served + sum(v.served for v in used),
-                        slow + sum(v.slow for v in used), saturated + sum(v.saturated for v in used))
+                        slow + sum(v.slow for v in used), saturated + sum(v.saturated for v in used),
+                        max_children, max_active, max_queue, tuple(counts),
+                        duration_sum + sum(v.duration_sum for v in used))
         return totals, used
+
+
+_NO_COUNTS = (0,) * (len(BUCKETS) + 1)
+
+
+def _add(counts: Sequence[int], more: Sequence[int]) -> list[int]:
+    return [a + b for a, b in zip(counts, more, strict=True)]
 
 
 class Slot:
@@ -176,6 +267,8 @@ class Slot:
         "_map",
         "accepted",
         "board",
+        "counts",
+        "duration_sum",
         "in_flight",
         "index",
         "max_in_flight",
@@ -192,6 +285,8 @@ class Slot:
         self._map = board.map
         self.in_flight = self.max_in_flight = 0
         self.accepted = self.served = self.slow = self.saturated = 0
+        self.counts = list(_NO_COUNTS)
+        self.duration_sum = 0.0
 
     def connection_accepted(self) -> None:
         self.accepted += 1
@@ -212,15 +307,26 @@ class Slot:
                          uri.encode("utf-8", "replace")[:URI_SIZE])
 
     def request_done(self, duration: float, slow: bool) -> None:
+        """A request ended after *duration* seconds: served, its histogram bucket, its state."""
         self.in_flight -= 1
         self.served += 1
         offset = self.offset
         if slow:
             self.slow += 1
             struct.pack_into("=Q", self._map, offset + _OFF_SLOW, self.slow)
+        bucket = bisect.bisect_left(BUCKETS, duration)
+        self.counts[bucket] += 1
+        self.duration_sum += duration
+        struct.pack_into("=Q", self._map, offset + _OFF_BUCKETS + 8 * bucket, self.counts[bucket])
+        struct.pack_into("=d", self._map, offset + _OFF_DURATION_SUM, self.duration_sum)
         struct.pack_into("=Q", self._map, offset + _OFF_SERVED, self.served)
         struct.pack_into("=d", self._map, offset + _OFF_DURATION, duration)
         struct.pack_into("=II", self._map, offset + _OFF_STATE, BUSY if self.in_flight else IDLE, self.in_flight)
+
+    def request_usage(self, cpu: float, memory: int) -> None:
+        """What the last request cost: *cpu* seconds of CPU time, the peak RSS *memory* (bytes).
+        Measured only while a status page is on (see :class:`~fcgibridge.process.status.Observer`)."""
+        struct.pack_into("=dQ", self._map, self.offset + _OFF_USAGE, cpu, memory)
 
 
 def for_workers(workers: int) -> Scoreboard:
