@@ -176,8 +176,9 @@ def status_ids(pid: int) -> dict[str, list[int]]:
 def start_as_root(lib: Path, *args: str, address: str, cwd: Path) -> subprocess.Popen[bytes]:
     python = programs.find("system-python3")
     log = (cwd / "server.log").open("wb")
+    # Root with a supplementary group (root's own), which the workers must not keep.
     proc = subprocess.Popen([python, "-m", "fcgibridge", *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(lib)})
+                            env={**os.environ, "PYTHONPATH": str(lib)}, extra_groups=[0])
     log.close()
     try:
         wait_for_port(address, proc=proc)
@@ -197,12 +198,12 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
     try:
         wait_until(lambda: len(children_of(proc.pid)) == 2)
         workers = children_of(proc.pid)
-        assert ps_user(proc.pid) == "root"
+        assert ps_user(proc.pid) == "root" and status_ids(proc.pid)["Groups"] == [0]
         assert {ps_user(pid) for pid in workers} == {account.pw_name}
         for pid in workers:
             ids = status_ids(pid)
             assert set(ids["Uid"]) == {account.pw_uid} and set(ids["Gid"]) == {account.pw_gid}
-            assert 0 not in ids["Groups"]  # root's supplementary groups are gone
+            assert ids["Groups"] == [account.pw_gid]  # os.initgroups: root's supplementary group is gone
         # The socket file is the workers' (--socket-owner and --socket-group default to them).
         assert (sock.stat().st_uid, sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
         served_by = int(FastCGIClient(address).request("GET", "/").body.split()[1])
@@ -222,7 +223,7 @@ def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
     proc = start_as_root(lib, "ops_app:app", "-b", address, "--user", "nobody", "--group", "nogroup"
                          if _has_group("nogroup") else str(account.pw_gid), address=address, cwd=readable_dir)
     try:
-        assert ps_user(proc.pid) == account.pw_name
+        assert ps_user(proc.pid) == account.pw_name and status_ids(proc.pid)["Groups"] == [account.pw_gid]
         assert FastCGIClient(address).request("GET", "/").body == f"app {proc.pid}".encode()
         assert "running as nobody" in (readable_dir / "server.log").read_text()
         proc.send_signal(signal.SIGTERM)
