@@ -26,7 +26,8 @@ The app takes part through its :class:`~fcgibridge.server.lifecycle.Lifecycle` (
   stop without asking.
 
 What a worker and its supervisor tell each other is written down once, in
-:mod:`~fcgibridge.process.contract`.
+:mod:`~fcgibridge.process.contract`. The server hooks it runs (``post_worker_init``,
+``pre_request``, ``post_request``, ``worker_exit``) are :mod:`~fcgibridge.process.hooks`'.
 """
 
 from __future__ import annotations
