@@ -12,7 +12,15 @@ Signals the parent sends a worker:
 - SIGINT (SIGQUIT reaches the workers as SIGINT too): stop now, dropping every connection.
 - SIGHUP: restart the app in place if it has a ``restart()`` hook, else ask to be replaced.
 - SIGUSR1: reopen the log files.
-- SIGKILL: a stopping worker that is still there past its deadline.
+- :data:`STACK_SIGNAL` (SIGRTMIN+3 on Linux, SIGINFO on the BSDs and macOS): write every
+  thread's Python stack to ``--slowlog`` (or the error log). Only with ``--timeout``, and
+  only once the worker serves: the parent sends it to a worker whose request is still
+  running past ``--timeout`` plus ``--timeout-grace`` (its event loop is blocked), just
+  before it kills it. The others are taken (HUP, USR1, USR2, TERM, INT, QUIT above; TTIN
+  and TTOU by the parent), WINCH comes with every terminal resize, and ALRM, PROF,
+  VTALRM, URG, XCPU and PWR belong to apps, profilers, runtimes or the kernel.
+- SIGKILL: a stopping worker that is still there past its deadline; a worker stuck in a
+  request past ``--timeout`` plus ``--timeout-grace`` (:mod:`~fcgibridge.process.hardkill`).
 
 What a worker reports, in the order it may report it:
 
@@ -40,6 +48,12 @@ import signal
 
 #: The signal that retires a worker: a graceful stop that no ``stop()`` hook is asked about.
 RETIRE_SIGNAL = signal.SIGUSR2
+
+#: The signal that makes a worker dump its threads' stacks (faulthandler); None where
+#: the system has neither real-time signals nor SIGINFO. Not SIGRTMIN itself: the lowest
+#: real-time signals are the ones libraries pick first (POSIX timers).
+STACK_SIGNAL: int | None = (signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN")
+                            else getattr(signal, "SIGINFO", None))
 
 
 class Report(bytes, enum.Enum):

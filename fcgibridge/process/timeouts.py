@@ -6,6 +6,14 @@ event is logged with the request line. An ASGI call is cancelled. A WSGI thread 
 be interrupted: its output is thrown away from then on, and the worker asks its
 supervisor for a replacement, so a thread stuck for good leaves with its worker.
 
+The timer cannot fire while the request holds the loop itself (a ``--sync`` WSGI call, an
+ASGI app calling ``time.sleep``). For that case the supervisor watches the scoreboard and
+kills the worker past ``--timeout`` plus ``--timeout-grace``
+(:mod:`~fcgibridge.process.hardkill`); first it sends
+:data:`~fcgibridge.process.contract.STACK_SIGNAL`, on which :class:`StackDump` (set up
+here with ``--timeout``) has faulthandler write every thread's stack to the slow log
+file or stderr (the error log) from the signal handler, which needs no event loop.
+
 Slow log (PHP-FPM's ``request_slowlog_timeout``): a watchdog thread, woken by a
 condition at the earliest deadline (it never polls), writes the Python stack of the
 thread serving a request that is still running past ``--slowlog-timeout`` to
@@ -17,16 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import heapq
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 from ..config import Config
 from ..server.connection import RequestStream, WorkerState
+from .contract import STACK_SIGNAL
 
 log = logging.getLogger("fcgibridge.server")
 
@@ -48,6 +60,9 @@ class RequestTimeouts:
         self.slowlog: SlowLog | None = None
         if config.slowlog_timeout:
             self.slowlog = SlowLog(config.slowlog_timeout, config.slowlog)
+        self.stack_dump: StackDump | None = None
+        if config.timeout and threading.current_thread() is threading.main_thread():
+            self.stack_dump = StackDump.install(config.slowlog)
 
     def started(self, stream: RequestStream) -> None:
         if self.timeout:
@@ -76,6 +91,32 @@ class RequestTimeouts:
         self.timers.clear()
         if self.slowlog is not None:
             self.slowlog.close()
+
+
+class StackDump:
+    """faulthandler on :data:`~fcgibridge.process.contract.STACK_SIGNAL`: every thread's
+    stack to *path* (kept open, appended to), or to stderr. Only in a worker's main
+    thread: a worker run in a thread (the tests) leaves its process's signals alone.
+    It stays registered for the life of the process, through the graceful stop too (a
+    request may get stuck then), so the file is never closed here."""
+
+    def __init__(self, signum: int, out: TextIO) -> None:
+        self.signum = signum
+        self.out = out
+
+    @classmethod
+    def install(cls, path: str) -> StackDump | None:
+        """Register the dump; None where there is no such signal or the file cannot be
+        opened (logged: the hard kill still works, without the stack)."""
+        if STACK_SIGNAL is None:
+            return None
+        try:
+            out = open(path, "a", encoding="utf-8") if path else sys.stderr  # noqa: SIM115 (kept open)
+        except OSError as exc:
+            log.error("cannot open the slow log %s for stack dumps: %s", path, exc)
+            return None
+        faulthandler.register(STACK_SIGNAL, file=out, all_threads=True)
+        return cls(STACK_SIGNAL, out)
 
 
 class SlowLog:

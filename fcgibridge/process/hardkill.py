@@ -1,0 +1,135 @@
+"""The hard kill of a stuck request (uWSGI's harakiri, PHP-FPM's request_terminate_timeout).
+
+A worker ends a request past ``--timeout`` itself, by a timer on its event loop
+(:mod:`~fcgibridge.process.timeouts`). That timer cannot fire while the request holds
+the loop: a ``--sync`` WSGI call, an ASGI app that calls ``time.sleep``. One such request
+stuck for good would hang its worker for good, so the supervisor watches from outside.
+
+What it reads is the shared scoreboard: per worker, the requests in flight and the wall
+clock of the latest request start. That is enough: while a worker's loop is blocked no
+request starts in it, so the latest start is frozen; a worker whose loop runs ends every
+request past ``--timeout`` itself, within ``--timeout-grace``. So a slot with requests in
+flight whose latest start is older than ``--timeout`` plus ``--timeout-grace`` is a stuck
+worker. (A WSGI request in a thread past ``--timeout`` is ended by the loop and leaves
+the slot; that worker is replaced gracefully, as before.)
+
+On every supervisor tick (about once a second) :class:`HardKill`:
+
+1. finds the stuck workers; for each it writes a line naming the request to the slow log
+   (or logs it) and sends :data:`~fcgibridge.process.contract.STACK_SIGNAL`, on which the
+   worker's faulthandler writes every thread's stack after that line;
+2. on a later tick, at least :data:`STACK_WAIT` after the signal, SIGKILLs the worker
+   with :meth:`Supervisor.kill`, which logs an error naming the pid, the request (method,
+   URI) and how long it ran; the worker is replaced like one that died. A worker whose
+   request ended in between (its slot moved on) is left alone.
+
+The request named is the latest one the worker started: the one holding the loop, but
+for the rare case of two that started in the same turn of the loop before the first of
+them blocked it. The stack shows which it is.
+
+The supervisor never waits here: the moment between the two steps is a deadline that a
+later tick checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from .contract import STACK_SIGNAL
+from .scoreboard import Scoreboard, SlotView
+from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
+
+log = logging.getLogger("fcgibridge.supervisor")
+
+#: Seconds between the stack signal and the kill, for the stack to be written.
+STACK_WAIT = 0.5
+
+
+@dataclass
+class Stuck:
+    """A worker told to dump its stack, to be killed at ``kill_at`` (monotonic)."""
+
+    worker: WorkerProcess
+    view: SlotView
+    kill_at: float
+
+
+class HardKill(SupervisorEvents):
+    """Kills the workers whose request runs past ``--timeout`` + ``--timeout-grace``."""
+
+    def __init__(self, board: Scoreboard, timeout: float, grace: float, slowlog: str = "") -> None:
+        self.board = board
+        self.timeout = timeout
+        self.grace = grace
+        self.slowlog = slowlog
+        #: pid -> the stuck worker, between its stack signal and its kill.
+        self.stuck: dict[int, Stuck] = {}
+
+    @classmethod
+    def from_config(cls, config: Config, board: Scoreboard) -> HardKill:
+        return cls(board, config.timeout, config.timeout_grace, config.slowlog)
+
+    @property
+    def limit(self) -> float:
+        return self.timeout + self.grace
+
+    def tick(self, supervisor: Supervisor, now: float) -> None:
+        self._kill_due(supervisor, now)
+        self._find_stuck(supervisor, now)
+
+    def exited(self, supervisor: Supervisor, worker: WorkerProcess, code: int) -> None:
+        self.stuck.pop(worker.pid, None)
+
+    def _find_stuck(self, supervisor: Supervisor, now: float) -> None:
+        wall = time.time()
+        _, views = self.board.read()
+        for view in views:
+            worker = supervisor.workers.get(view.pid)
+            if (worker is None or view.in_flight <= 0 or view.pid in self.stuck
+                    or worker.killed_for is not None or wall - view.request_start <= self.limit):
+                continue
+            self._dump_stack(view, wall - view.request_start)
+            self.stuck[view.pid] = Stuck(worker, view, now + STACK_WAIT)
+
+    def _dump_stack(self, view: SlotView, running: float) -> None:
+        """The slow log's line naming the request, then the worker's own stack dump."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        line = (f"[{when}] [pid {view.pid}] request stuck for {running:.1f} s (past --timeout {self.timeout:g} s "
+                f"+ --timeout-grace {self.grace:g} s), killing its worker: {describe(view)}; its stack:")
+        if self.slowlog:
+            try:
+                with open(self.slowlog, "a", encoding="utf-8") as out:
+                    out.write(line + "\n")
+            except OSError as exc:
+                log.error("cannot write the slow log %s: %s", self.slowlog, exc)
+        else:
+            log.warning("%s", line)
+        if STACK_SIGNAL is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(view.pid, STACK_SIGNAL)
+
+    def _kill_due(self, supervisor: Supervisor, now: float) -> None:
+        for pid, stuck in list(self.stuck.items()):
+            if now < stuck.kill_at:
+                continue
+            del self.stuck[pid]
+            if supervisor.workers.get(pid) is not stuck.worker:
+                continue  # gone meanwhile
+            current = self.board.read_slot(stuck.view.index)
+            if (current.pid != pid or current.in_flight <= 0
+                    or current.request_start != stuck.view.request_start):
+                log.info("worker %d moved on after all (its request ended); not killing it", pid)
+                continue
+            running = time.time() - current.request_start
+            supervisor.kill(stuck.worker, f"request stuck for {running:.1f} s (past --timeout {self.timeout:g} s + "
+                                          f"--timeout-grace {self.grace:g} s): {describe(current)}")
+
+
+def describe(view: SlotView) -> str:
+    """The request line as the scoreboard holds it (the latest request of the slot)."""
+    return f"{view.method or '?'} {view.uri or '?'}"
