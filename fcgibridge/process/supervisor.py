@@ -313,7 +313,9 @@ class Supervisor:
                 self._step()
             if self.stopping_since is None:
                 self._boot()
-            while self.workers:
+            # Until the last worker is gone once the server stops (with watched listeners,
+            # Rule 8, none at all is a state of a running server).
+            while self.workers or (self.watched and self.stopping_since is None):
                 self._step()
         finally:
             signal.set_wakeup_fd(-1)

@@ -3,16 +3,21 @@ fake workers whose status pipes and exits the test drives; signals are recorded,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from fcgibridge.config import Config
 from fcgibridge.process import supervisor as sup
 from fcgibridge.process.contract import RETIRE_SIGNAL, ExitCode, Report
+from fcgibridge.process.scaling import Scaler
+from fcgibridge.process.scoreboard import Scoreboard
 from fcgibridge.process.supervisor import Phase, Supervisor, WorkerProcess
 
 
@@ -215,3 +220,91 @@ def test_a_connection_waiting_with_no_worker_starts_one(harness: Harness) -> Non
     assert harness.sup.count == 1 and new.phase is Phase.STARTING
     harness.sup._watch()
     assert readable not in harness.sup.selector.get_map()
+
+
+class Board(Scoreboard):
+    """A scoreboard that only counts "max children reached"."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
+def scaler(harness: Harness, activity: dict[int, tuple[int, int]], **options: Any) -> Scaler:
+    """A scaler on the harness's supervisor; *activity*: pid -> (in flight, served), as the board would say."""
+    config = dataclasses.replace(Config(app="test"), **options)
+    scaling = Scaler(config, Board(), queue=lambda: None)
+    scaling.activity = lambda pids: {pid: activity[pid] for pid in pids if pid in activity}
+    scaling.starting(harness.sup)
+    return scaling
+
+
+def serving(harness: Harness) -> list[WorkerProcess]:
+    """Every new worker says it is ready."""
+    for worker in harness.sup.workers.values():
+        if worker.phase is Phase.STARTING:
+            harness.say(worker, Report.READY)
+    return harness.sup.counted()
+
+
+def test_dynamic_forks_at_a_doubling_rate_until_max_workers_then_counts_max_children(harness: Harness) -> None:
+    activity: dict[int, tuple[int, int]] = {}
+    scaling = scaler(harness, activity, pm="dynamic", max_workers=8, min_spare_workers=8)
+    assert (harness.sup.count, harness.sup.least, harness.sup.most) == (1, 1, 8)
+    harness.ready()
+    added = []
+    for second in range(5):
+        for worker in serving(harness):
+            activity[worker.pid] = (1, 0)  # all busy
+        before = harness.sup.count
+        scaling.tick(harness.sup, float(second))
+        added.append(harness.sup.count - before)
+    assert added == [1, 2, 4, 0, 0]  # 1 + 7 is the most: then each tick counts
+    assert harness.sup.count == 8 and scaling.board.max_children_reached == 2
+    for worker in serving(harness):
+        activity[worker.pid] = (0, 1)  # all idle: nothing wanted
+    scaling.tick(harness.sup, 6.0)
+    assert scaling.board.max_children_reached == 2 and scaling.rate == 1
+
+
+def test_dynamic_retires_idle_workers_past_max_spare_after_the_idle_timeout(harness: Harness) -> None:
+    activity: dict[int, tuple[int, int]] = {}
+    scaling = scaler(harness, activity, pm="dynamic", workers=6, min_workers=3,
+                     min_spare_workers=0, max_spare_workers=1, worker_idle_timeout=10.0)
+    assert harness.sup.count == 6
+    harness.ready()
+    harness.sup._fill()
+    workers = serving(harness)
+    for worker in workers:
+        activity[worker.pid] = (0, 0)
+    activity[workers[0].pid] = (1, 0)  # busy: never retired
+    scaling.tick(harness.sup, 0.0)
+    activity[workers[1].pid] = (0, 3)  # served since: idle from now on
+    scaling.tick(harness.sup, 5.0)
+    assert harness.sup.count == 6  # not idle long enough yet
+    scaling.tick(harness.sup, 10.0)
+    # Five idle, one may stay: the four idle longest go, but --min-workers keeps three.
+    assert [w.phase for w in workers] == [Phase.SERVING, Phase.SERVING] + [Phase.RETIRING] * 3 + [Phase.SERVING]
+    assert harness.sup.count == 3
+    scaling.tick(harness.sup, 20.0)
+    assert harness.sup.count == 3
+
+
+def test_ondemand_forks_while_all_are_busy_and_retires_every_idle_one(harness: Harness) -> None:
+    activity: dict[int, tuple[int, int]] = {}
+    scaling = scaler(harness, activity, pm="ondemand", max_workers=2, worker_idle_timeout=1.0)
+    assert (harness.sup.count, harness.sup.least) == (0, 0)
+    harness.sup.count = 1  # a connection came (Rule 8)
+    first = harness.ready()
+    activity[first.pid] = (2, 0)
+    scaling.tick(harness.sup, 0.0)
+    (second,) = [w for w in harness.sup.workers.values() if w is not first]
+    scaling.tick(harness.sup, 1.0)
+    assert harness.sup.count == 2  # the second is starting: no more
+    serving(harness)
+    activity[second.pid] = (0, 0)
+    scaling.tick(harness.sup, 2.0)
+    assert harness.sup.count == 2 and scaling.board.max_children_reached == 0
+    activity[first.pid] = activity[second.pid] = (0, 5)
+    scaling.tick(harness.sup, 3.0)
+    scaling.tick(harness.sup, 4.5)
+    assert harness.sup.count == 0 and {w.phase for w in harness.sup.workers.values()} == {Phase.RETIRING}

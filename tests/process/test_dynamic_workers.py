@@ -1,0 +1,167 @@
+"""Dynamic workers (``--pm dynamic`` and ``ondemand``) on real processes, and the
+supervisor's SIGCHLD fallback (``FCGIBRIDGE_NO_PIDFD=1``) seen from outside."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import (
+    ROOT,
+    children_of,
+    fcgibridge_command,
+    free_port,
+    process_log,
+    request_in_thread,
+    run_fcgibridge,
+    stop_process,
+    wait_until,
+)
+
+from fcgibridge.client import FastCGIClient
+from fcgibridge.process import scoreboard
+
+SLOW_APP = "tests.apps.slow_app:app"
+ASGI_APP = "tests.apps.pm_app:asgi_app"
+#: Scaling decisions come once a second: every wait below allows for several.
+FAST = ("--worker-idle-timeout", "1")
+
+
+class Load:
+    """Threads sending ``/slow?s=...`` requests one after the other until stopped."""
+
+    def __init__(self, address: str, threads: int, seconds: float = 0.5) -> None:
+        self.address = address
+        self.path = f"/slow?s={seconds}"
+        self.done = threading.Event()
+        self.statuses: list[int] = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            self.statuses.append(FastCGIClient(self.address, timeout=20).request("GET", self.path).status)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
+@contextlib.contextmanager
+def server_on_unix_socket(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """The CLI on a unix socket, waited for by the socket file, not by connecting (with
+    ondemand a connection would fork the first worker). Stopped by its PID."""
+    path = tmp_path / "app.sock"
+    with tempfile.NamedTemporaryFile(prefix="fcgibridge-log-", suffix=".txt") as log:
+        proc = subprocess.Popen(fcgibridge_command(*args, "-b", f"unix:{path}"), cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
+        logfile = Path(log.name)
+        try:
+            wait_until(lambda: path.exists() or proc.poll() is not None, what="the socket file")
+            assert proc.poll() is None, logfile.read_text()
+            yield proc, f"unix:{path}", logfile
+        finally:
+            stop_process(proc)
+
+
+def max_children_reached(proc: subprocess.Popen[bytes], address: str) -> int:
+    """The status page's ``max_children_reached`` when it has one, else the figure read
+    from the server's scoreboard itself (its memfd, through ``/proc``)."""
+    report = json.loads(FastCGIClient(address).request("GET", "/status?json").body)
+    if "max_children_reached" in report:
+        return int(report["max_children_reached"])
+    for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+        with contextlib.suppress(OSError):
+            if "fcgibridge-scoreboard" in os.readlink(f"/proc/{proc.pid}/fd/{fd}"):
+                with open(f"/proc/{proc.pid}/fd/{fd}", "rb") as board, \
+                        mmap.mmap(board.fileno(), 0, prot=mmap.PROT_READ) as memory:
+                    return int(struct.unpack_from("=Q", memory, scoreboard._OFF_MAX_CHILDREN)[0])
+    raise AssertionError("the server has no scoreboard")
+
+
+def test_dynamic_forks_under_load_and_retires_idle_workers_after_the_timeout() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    # --sync: a busy worker takes no new connection, so the load spreads over new workers.
+    with run_fcgibridge(SLOW_APP, "-b", address, "--sync", "--pm", "dynamic", "-w", "1", "--min-workers", "1",
+                        "--min-spare-workers", "1", "--max-spare-workers", "1", "--max-workers", "4", *FAST,
+                        address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        time.sleep(1.5)  # idle, one spare: nothing moves
+        assert len(children_of(proc.pid)) == 1
+        with Load(address, threads=4) as load:
+            wait_until(lambda: len(children_of(proc.pid)) >= 3, what="three workers or more")
+        assert len(children_of(proc.pid)) <= 4
+        wait_until(lambda: len(children_of(proc.pid)) == 1, what="back to one worker")
+        log = process_log(proc)
+        assert FastCGIClient(address).request("GET", "/pid").status == 200
+    assert load.statuses and set(load.statuses) == {200}
+    assert "idle for" in log and "retiring it" in log
+
+
+@pytest.mark.usefixtures("reaping")
+def test_ondemand_starts_with_no_worker_forks_for_a_connection_and_returns_to_none(tmp_path: Path) -> None:
+    with server_on_unix_socket(tmp_path, SLOW_APP, "--pm", "ondemand", "-w", "2", *FAST) as (proc, address, _):
+        time.sleep(1.5)
+        assert children_of(proc.pid) == set()
+        response = FastCGIClient(address, timeout=10).request("GET", "/pid")
+        (worker,) = children_of(proc.pid)
+        assert response.status == 200 and response.body == str(worker).encode()
+        wait_until(lambda: children_of(proc.pid) == set(), what="no worker after the idle timeout")
+        again = FastCGIClient(address, timeout=10).request("GET", "/pid")  # and again, a new one
+        assert again.status == 200 and again.body != response.body
+        wait_until(lambda: children_of(proc.pid) == set(), what="no worker again")
+        stop_process(proc)  # with no worker, it stops at once
+        assert proc.returncode == 0
+
+
+def test_ondemand_with_an_app_that_does_not_start_stops_with_one_error(tmp_path: Path) -> None:
+    with server_on_unix_socket(tmp_path, "tests.apps.no_such_module:app", "--pm", "ondemand") as (proc, address,
+                                                                                                    log):
+        with contextlib.suppress(Exception), FastCGIClient(address, timeout=5) as client:
+            client.request("GET", "/pid")
+        assert proc.wait(15) == 2  # the usage error's code: it stopped, not forking on
+        errors = [line for line in log.read_text().splitlines() if "error:" in line]
+    assert len(errors) == 1 and "no_such_module" in errors[0]
+
+
+def test_max_children_reached_is_counted_when_max_workers_are_busy(tmp_path: Path) -> None:
+    with server_on_unix_socket(tmp_path, ASGI_APP, "--pm", "ondemand", "--max-workers", "1", "--status-path",
+                               "/status", *FAST) as (proc, address, _):
+        assert max_children_reached(proc, address) == 0
+        thread, result = request_in_thread(address, "/slow?s=3")
+        time.sleep(2.5)  # two ticks with the one worker busy
+        assert len(children_of(proc.pid)) == 1
+        assert max_children_reached(proc, address) >= 1
+        thread.join(10)
+    assert result[0].status == 200
+
+
+@pytest.mark.usefixtures("reaping")
+def test_the_parent_watches_its_workers_through_pidfds_or_sigchld(reaping: str) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(SLOW_APP, "-b", address, "-w", "2", address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        links = set()
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                links.add(os.readlink(f"/proc/{proc.pid}/fd/{fd}"))
+        assert ("anon_inode:[pidfd]" in links) == (reaping == "pidfd")
+        victim = min(children_of(proc.pid))
+        os.kill(victim, 9)
+        wait_until(lambda: victim not in children_of(proc.pid) and len(children_of(proc.pid)) == 2)
+        assert "died (exit code 137)" in process_log(proc)
