@@ -173,3 +173,20 @@ def test_unset_request_hooks_add_nothing_to_a_request(tmp_path: Path) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("only_exit", None)
+
+
+def test_request_hooks_chain_with_the_workers_own(tmp_path: Path) -> None:
+    """--max-requests and --timeout keep counting and timing with pre/post_request set."""
+    (tmp_path / "hooks.py").write_text(HOOKS)
+    log = tmp_path / "hooks.log"
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "--max-requests", "2", "--timeout", "30", "--hooks", "hooks.py",
+                        address=address, cwd=tmp_path, env={"HOOKS_LOG": str(log)}) as proc:
+        wait_until(lambda: children_of(proc.pid), what="the worker")
+        first = children_of(proc.pid)
+        for path in ("/a", "/b"):
+            FastCGIClient(address).request("GET", path)
+        wait_until(lambda: "served 2 requests (--max-requests)" in process_log(proc), what="the count")
+        wait_until(lambda: children_of(proc.pid) and not children_of(proc.pid) & first, what="a replacement")
+        assert [words[2] for words in named(log, "pre_request")] == ["/a", "/b"]
+        assert [words[2] for words in named(log, "post_request")] == ["/a", "/b"]
