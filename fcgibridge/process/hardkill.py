@@ -15,9 +15,11 @@ the slot; that worker is replaced gracefully, as before.)
 
 On every supervisor tick (about once a second) :class:`HardKill`:
 
-1. finds the stuck workers; for each it writes a line naming the request to the slow log
-   (or logs it) and sends :data:`~fcgibridge.process.contract.STACK_SIGNAL`, on which the
-   worker's faulthandler writes every thread's stack after that line;
+1. finds the stuck workers (past the limit, with the same request start as on the tick
+   before: :meth:`HardKill._find_stuck` says why); for each it writes a line naming the
+   request to the slow log (or logs it) and sends
+   :data:`~fcgibridge.process.contract.STACK_SIGNAL`, on which the worker's faulthandler
+   writes every thread's stack after that line;
 2. on a later tick, at least :data:`STACK_WAIT` after the signal, SIGKILLs the worker
    with :meth:`Supervisor.kill`, which logs an error naming the pid, the request (method,
    URI) and how long it ran; the worker is replaced like one that died. A worker whose
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from ..config import Config
 from .contract import STACK_SIGNAL
 from .scoreboard import Scoreboard, SlotView
-from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
+from .supervisor import TICK, Supervisor, SupervisorEvents, WorkerProcess
 
 log = logging.getLogger("fcgibridge.supervisor")
 
@@ -69,6 +71,8 @@ class HardKill(SupervisorEvents):
         self.slowlog = slowlog
         #: pid -> the stuck worker, between its stack signal and its kill.
         self.stuck: dict[int, Stuck] = {}
+        #: pid -> the request start a worker near or past the limit had on the last tick.
+        self.seen: dict[int, float] = {}
 
     @classmethod
     def from_config(cls, config: Config, board: Scoreboard) -> HardKill:
@@ -86,14 +90,22 @@ class HardKill(SupervisorEvents):
         self.stuck.pop(worker.pid, None)
 
     def _find_stuck(self, supervisor: Supervisor, now: float) -> None:
+        """Past the limit, and seen with the same request start on the tick before: a
+        worker writes its in-flight count just before the start of a new request, so one
+        read alone may pair the new count with the previous request's start."""
         wall = time.time()
+        seen, self.seen = self.seen, {}
         _, views = self.board.read()
         for view in views:
             worker = supervisor.workers.get(view.pid)
+            running = wall - view.request_start
             if (worker is None or view.in_flight <= 0 or view.pid in self.stuck
-                    or worker.killed_for is not None or wall - view.request_start <= self.limit):
+                    or worker.killed_for is not None or running <= self.limit - TICK):
                 continue
-            self._dump_stack(view, wall - view.request_start)
+            if running <= self.limit or seen.get(view.pid) != view.request_start:
+                self.seen[view.pid] = view.request_start  # a candidate for the next tick
+                continue
+            self._dump_stack(view, running)
             self.stuck[view.pid] = Stuck(worker, view, now + STACK_WAIT)
 
     def _dump_stack(self, view: SlotView, running: float) -> None:

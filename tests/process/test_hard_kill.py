@@ -111,3 +111,30 @@ def test_the_kill_follows_the_stack_signal_only_while_the_request_is_still_there
             assert worker.killed_for is not None and "GET /stuck?x=1" in worker.killed_for
     finally:
         supervisor.selector.close()
+
+
+def test_one_reading_past_the_limit_is_not_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker writes its in-flight count just before the start of a new request: one
+    reading may pair them wrongly, so the same start must be seen on two ticks."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    board = Scoreboard(4)
+    slot = board.claim()
+    assert slot is not None
+    supervisor = Supervisor(1, lambda report: 0, 1.0)
+    supervisor.workers[os.getpid()] = WorkerProcess(os.getpid(), -1, -1)
+    hard_kill = HardKill(board, 0.05, 0.05)
+    try:
+        slot.request_started("GET", "/", False)
+        time.sleep(0.15)
+        hard_kill.tick(supervisor, time.monotonic())
+        assert sent == []
+        slot.request_done(0.15, False)
+        slot.request_started("GET", "/next", False)  # another start: a candidate again, no more
+        time.sleep(0.15)
+        hard_kill.tick(supervisor, time.monotonic())
+        assert sent == []
+        hard_kill.tick(supervisor, time.monotonic())
+        assert sent == [(os.getpid(), STACK_SIGNAL)]
+    finally:
+        supervisor.selector.close()
