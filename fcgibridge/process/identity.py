@@ -117,11 +117,9 @@ class Identity:
             gid = _group(config.group)
         elif primary is not None:
             gid = primary
-        elif config.user:
+        else:  # --user alone, a uid with no account
             raise UserError(f"--user {config.user}: uid {uid} has no account here, so it has no group; "
                             "give one with --group")
-        else:
-            gid = os.getegid()
         if (uid, gid) == (os.geteuid(), os.getegid()) and os.geteuid() != 0:
             return None  # already that user and group
         if os.geteuid() != 0:

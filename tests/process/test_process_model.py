@@ -113,6 +113,7 @@ def test_process_model_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         (["--env-file", "no-such.env"], "--env-file no-such.env: No such file or directory"),
         (["--user", "no-such-user-xyz"], "--user: no user named 'no-such-user-xyz' on this system"),
         (["--group", "no-such-group-xyz"], "--group: no group named 'no-such-group-xyz' on this system"),
+        (["--user", "54321"], "--user 54321: uid 54321 has no account here, so it has no group; give one with"),
     ]
     for options, message in cases:
         for extra in ([], ["--check-config"]):
