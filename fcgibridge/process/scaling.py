@@ -4,11 +4,11 @@ With ``--pm static`` (the default) nothing here runs: the count is ``-w``, moved
 TTIN and TTOU. Otherwise a :class:`Scaler` joins the supervisor's events. Before the
 first fork it sets the count (``dynamic``: ``-w`` within the bounds; ``ondemand``: 0),
 its bounds (``--min-workers``, 0 for ondemand, and ``--max-workers``, 0 meaning 4 x the
-CPUs) and the listeners the parent watches while no worker serves (Rule 8 of
-:mod:`~fcgibridge.process.supervisor`). Then, on every tick (once a second, once the
-first worker was ready, never while the server stops), it reads from the shared
-scoreboard which workers are idle (no request in flight, none served since the last
-tick) and how long, and:
+CPUs; bounds that contradict each other are an error at startup) and the listeners the
+parent watches while no worker serves (Rule 8 of :mod:`~fcgibridge.process.supervisor`).
+Then, on every tick (once a second, once the first worker was ready, never while the
+server stops), it reads from the shared scoreboard which workers are idle (no request
+in flight; idle since the last tick that saw one in flight or served), and:
 
 - dynamic: forks while fewer than ``--min-spare-workers`` are idle (a worker still
   starting counts as idle to be), and while connections wait in the listen queue
@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..config import Config
+from ..errors import UserError
 from .scoreboard import Scoreboard
 from .status import listen_queue
 from .supervisor import Phase, Supervisor, SupervisorEvents, WorkerProcess
@@ -55,8 +56,8 @@ def most_workers(config: Config) -> int:
 
 
 def least_workers(config: Config) -> int:
-    """The fewest workers: ``--min-workers`` (no more than the most), none with ondemand."""
-    return 0 if config.pm == "ondemand" else min(config.min_workers, most_workers(config))
+    """The fewest workers: ``--min-workers``, none with ondemand."""
+    return 0 if config.pm == "ondemand" else config.min_workers
 
 
 def start_count(config: Config) -> int:
@@ -64,6 +65,16 @@ def start_count(config: Config) -> int:
     if config.pm == "ondemand":
         return 0
     return max(1, least_workers(config), min(config.workers, most_workers(config)))
+
+
+def check(config: Config) -> None:
+    """Bounds that contradict each other are a :class:`UserError` (the scaler would fork and
+    retire the same workers by turns)."""
+    if config.pm == "dynamic" and config.min_spare_workers > config.max_spare_workers:
+        raise UserError(f"--min-spare-workers ({config.min_spare_workers}) is more than --max-spare-workers "
+                        f"({config.max_spare_workers})")
+    if config.pm == "dynamic" and config.min_workers > most_workers(config):
+        raise UserError(f"--min-workers ({config.min_workers}) is more than --max-workers ({most_workers(config)})")
 
 
 @dataclass
@@ -86,6 +97,7 @@ class Scaler(SupervisorEvents):
                  queue: Callable[[], int | None] = listen_queue) -> None:
         if board is None:
             raise ValueError("dynamic workers need the scoreboard")
+        check(config)
         self.board = board
         self.ondemand = config.pm == "ondemand"
         self.least = least_workers(config)

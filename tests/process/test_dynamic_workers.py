@@ -165,3 +165,12 @@ def test_the_parent_watches_its_workers_through_pidfds_or_sigchld(reaping: str) 
         os.kill(victim, 9)
         wait_until(lambda: victim not in children_of(proc.pid) and len(children_of(proc.pid)) == 2)
         assert "died (exit code 137)" in process_log(proc)
+
+
+def test_spare_bounds_that_contradict_each_other_are_an_error() -> None:
+    proc = subprocess.run(fcgibridge_command(SLOW_APP, "-b", f"127.0.0.1:{free_port()}", "--pm", "dynamic",
+                                             "--min-spare-workers", "4", "--max-spare-workers", "2"),
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    assert "error: --min-spare-workers (4) is more than --max-spare-workers (2)" in proc.stderr.decode()
+    assert "Traceback" not in proc.stderr.decode()

@@ -248,7 +248,7 @@ def serving(harness: Harness) -> list[WorkerProcess]:
 
 def test_dynamic_forks_at_a_doubling_rate_until_max_workers_then_counts_max_children(harness: Harness) -> None:
     activity: dict[int, tuple[int, int]] = {}
-    scaling = scaler(harness, activity, pm="dynamic", max_workers=8, min_spare_workers=8)
+    scaling = scaler(harness, activity, pm="dynamic", max_workers=8, min_spare_workers=8, max_spare_workers=8)
     assert (harness.sup.count, harness.sup.least, harness.sup.most) == (1, 1, 8)
     harness.ready()
     added = []
