@@ -113,6 +113,21 @@ def test_dynamic_forks_under_load_and_retires_idle_workers_after_the_timeout() -
     assert "idle for" in log and "retiring it" in log
 
 
+def test_dynamic_forks_while_connections_wait_in_the_listen_queue() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    # No spare wanted: only the listen queue (a --sync worker running a request accepts nothing) asks for more.
+    with run_fcgibridge(SLOW_APP, "-b", address, "--sync", "--pm", "dynamic", "-w", "1", "--min-spare-workers", "0",
+                        "--max-spare-workers", "1", "--max-workers", "4", *FAST, address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        results = [request_in_thread(address, "/slow?s=2") for _ in range(4)]
+        for thread, _ in results:
+            thread.join(30)
+        log = process_log(proc)
+    bodies = {result[0].body.split()[-1] for _, result in results}
+    assert len(bodies) >= 2, log
+    assert "more wanted" in log
+
+
 @pytest.mark.usefixtures("reaping")
 def test_ondemand_starts_with_no_worker_forks_for_a_connection_and_returns_to_none(tmp_path: Path) -> None:
     with server_on_unix_socket(tmp_path, SLOW_APP, "--pm", "ondemand", "-w", "2", *FAST) as (proc, address, _):
