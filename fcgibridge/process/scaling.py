@@ -109,6 +109,7 @@ class Scaler(SupervisorEvents):
         self.listeners = [sock.fileno() for sock in listeners]
         self.queue = queue
         self.rate = 1
+        self.at_most = False  # warned that --max-workers run and more are wanted
         self.seen: dict[int, Seen] = {}
         self.activity: Activity = self._board_activity
 
@@ -137,6 +138,7 @@ class Scaler(SupervisorEvents):
             self._grow(supervisor, wanted, len(idle))
             return
         self.rate = 1
+        self.at_most = False
         excess = len(idle) if self.ondemand else len(idle) - self.max_spare
         for since, worker in idle[:max(0, excess)]:
             if now - since < self.idle_timeout:
@@ -152,7 +154,11 @@ class Scaler(SupervisorEvents):
         """Fork up to *wanted* workers, at the spawn rate; count it when ``--max-workers`` run."""
         if supervisor.count >= self.most:
             self.board.count_max_children_reached()
+            if not self.at_most:
+                log.warning("%d workers, --max-workers, run and more are wanted; consider raising it", self.most)
+            self.at_most = True
             return
+        self.at_most = False
         added = supervisor.add_workers(min(wanted, self.rate))
         log.info("%d idle, %d more wanted: starting %d (%d workers)", idle, wanted, added, supervisor.count)
         self.rate = min(MAX_SPAWN_RATE, self.rate * 2) if added < wanted else 1
