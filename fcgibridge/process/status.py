@@ -314,12 +314,18 @@ def status_report(config: Config, totals: Totals, slots: list[SlotView],
         "slow_requests": totals.slow,
         "process_manager": config.pm,
         "max_active_workers": max(totals.max_active_workers, active),
-        "max_listen_queue": max(totals.max_listen_queue, queue or 0) if queue is not None
-        or totals.max_listen_queue else None,
+        "max_listen_queue": _most(totals.max_listen_queue, queue),
         "max_children_reached": totals.max_children_reached,
         "request_duration_seconds": histogram(totals.durations, totals.duration_sum),
         "workers": workers,
     }
+
+
+def _most(seen: int, now: int | None) -> int | None:
+    """The longest listen queue: the board's, or the one just measured; None when never known."""
+    if now is None:
+        return seen or None
+    return max(seen, now)
 
 
 # ---------------------------------------------------------------- the formats
@@ -395,7 +401,8 @@ def metrics(report: dict[str, Any]) -> list[Metric]:
             if worker.get(key) is not None:
                 family.samples.append(("_total" if kind == "counter" else "", {"worker": str(worker["slot"])},
                                        worker[key]))
-        families.append(family)
+        if family.samples:
+            families.append(family)
     return families
 
 

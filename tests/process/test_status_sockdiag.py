@@ -19,7 +19,7 @@ from fcgibridge.config import Config
 from fcgibridge.importer import Interface, LoadedApp
 from fcgibridge.process import sockdiag, status
 from fcgibridge.process.runtime import Runtime
-from fcgibridge.process.scoreboard import BUCKETS, Scoreboard
+from fcgibridge.process.scoreboard import BUCKETS, Scoreboard, Totals
 from fcgibridge.process.status import ScoreboardSampler
 from fcgibridge.process.supervisor import WorkerProcess
 from fcgibridge.process.worker import Worker
@@ -177,3 +177,50 @@ def test_a_request_s_cpu_and_memory_are_measured_only_with_a_status_page(options
     view = board.read_slot(0)
     assert sum(view.durations) == 1  # the histogram: whenever there is a slot
     assert (view.last_memory > 0) is measured
+
+
+def test_the_report_shows_the_board_s_header_and_both_metric_formats_parse() -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+
+    board = Scoreboard(4)
+    first, second = board.claim(), board.claim()  # this process stands for two workers
+    assert first is not None and second is not None
+    for slot, duration in ((first, 0.02), (second, 3.0), (second, 0.004)):
+        slot.request_started("GET", "/x", saturated=False)
+        slot.request_done(duration, slow=False)
+    second.request_started("POST", "/busy", saturated=False)
+    second.request_usage(0.5, 50 << 20)
+    board.count_max_children_reached()
+    board.count_max_children_reached()
+    board.note_peaks(2, 5)
+    totals, slots = board.read()
+    config = replace(Config(app="x"), status_path="/status")
+    report = status.status_report(config, totals, slots, 1, 128)
+    assert (report["listen_queue"], report["listen_queue_len"], report["max_listen_queue"]) == (1, 128, 5)
+    assert (report["max_children_reached"], report["max_active_workers"], report["active_workers"]) == (2, 2, 1)
+    assert report["request_duration_seconds"] == {
+        "count": 3, "sum": 3.024,
+        "buckets": {"0.005": 1, "0.01": 1, "0.025": 2, "0.05": 2, "0.1": 2, "0.25": 2, "0.5": 2, "1.0": 2,
+                    "2.5": 2, "5.0": 3, "10.0": 3, "30.0": 3, "60.0": 3, "+Inf": 3}}
+    busy = report["workers"][1]
+    assert (busy["slot"], busy["state"], busy["request_uri"]) == (2, "busy", "/busy")
+    assert (busy["last_request_cpu_time"], busy["last_request_memory"]) == (0.5, 50 << 20)
+    assert busy["last_request_cpu"] == pytest.approx(100 * 0.5 / 0.004)  # of its last request's duration
+    assert status.status_report(config, totals, slots, None)["max_listen_queue"] == 5  # seen before
+    assert status.status_report(config, Totals(0, 0, 0, 0, 0), [], None)["max_listen_queue"] is None  # never known
+
+    body, ctype = status.render_status(report, "prometheus")
+    assert ctype == status.PROMETHEUS_TYPE
+    values = {(s.name, tuple(s.labels.items())): s.value for f in parse_prometheus(body.decode()) for s in f.samples}
+    assert values[("fcgibridge_max_children_reached_total", ())] == 2
+    assert values[("fcgibridge_request_duration_seconds_bucket", (("le", "2.5"),))] == 2
+    assert values[("fcgibridge_worker_last_request_memory_bytes", (("worker", "2"),))] == 50 << 20
+    assert values[("fcgibridge_listen_queue_len", ())] == 128
+
+    body, ctype = status.render_status(report, "openmetrics")
+    assert ctype == status.OPENMETRICS_TYPE
+    families = {f.name: f for f in parse_openmetrics(body.decode())}
+    assert families["fcgibridge_max_children_reached"].type == "counter"
+    assert families["fcgibridge_worker_rss_bytes"].unit == "bytes"
+    assert [s.value for s in families["fcgibridge_worker_in_flight"].samples] == [0, 1]
