@@ -1,5 +1,6 @@
-"""The supervisor's worker phases (Rules 1-7 of fcgibridge.process.supervisor), without forking:
-fake workers whose status pipes and exits the test drives; signals are recorded, not sent."""
+"""The supervisor's worker phases (Rules 1-8 of fcgibridge.process.supervisor) and the scaler's
+decisions (fcgibridge.process.scaling), without forking: fake workers whose status pipes and
+exits the test drives; signals are recorded, not sent; the scoreboard's figures are given."""
 
 from __future__ import annotations
 
