@@ -13,8 +13,9 @@ header (under the header's lock), so totals never go backwards across restarts.
 Besides the counters, a slot holds its worker's request-duration histogram (fixed
 :data:`BUCKETS`, added to the header's like the counters when the slot is reused) and,
 while a status page is on, what the worker's last request cost. The header also keeps
-the most workers seen busy at once and the longest listen queue seen, which the
-supervisor samples every second and every status page reader raises to what it sees.
+the most workers seen busy at once (each worker counts the busy map as it becomes busy:
+a slice of shared memory, no system call) and the longest listen queue seen (the
+supervisor samples it every second, and every status page reader raises it to what it sees).
 
 Reads are not synchronised with writes: a figure can be one request behind, as in any
 status page, but each field is written whole.
@@ -43,8 +44,10 @@ _COUNTS = f"{len(BUCKETS) + 1}Q"
 # often the supervisor wanted another worker past --max-workers (PHP-FPM's "max children
 # reached", written by the supervisor only), the most workers seen busy at once and the
 # longest listen queue seen (written by whoever sees them, under the header's lock), and
-# the retired slots' request-duration histogram (bucket counts, sum of durations).
+# the retired slots' request-duration histogram (bucket counts, sum of durations). Then one
+# byte per slot, 1 while its worker has a request in flight (the busy map), padded to 8.
 _HEADER = struct.Struct(f"=dI4xQQQQQQQ{_COUNTS}d")
+_OFF_BUSY = _HEADER.size
 _TOTALS = struct.Struct("=QQQQ")
 _OFF_TOTALS = 16
 _OFF_MAX_CHILDREN = _OFF_TOTALS + _TOTALS.size
@@ -150,7 +153,8 @@ class Scoreboard:
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
-        self.size = _HEADER.size + slots * _SLOT.size
+        self.header_size = _OFF_BUSY + (slots + 7) // 8 * 8
+        self.size = self.header_size + slots * _SLOT.size
         self.fd = os.memfd_create("fcgibridge-scoreboard", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, self.size)
         self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -195,7 +199,18 @@ class Scoreboard:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
 
     def _offset(self, index: int) -> int:
-        return _HEADER.size + index * _SLOT.size
+        return self.header_size + index * _SLOT.size
+
+    def busy_workers(self) -> int:
+        """Slots whose worker has a request in flight now, from the busy map."""
+        return self.map[_OFF_BUSY:_OFF_BUSY + self.slots].count(1)
+
+    def released(self, pid: int) -> None:
+        """Worker *pid* is gone (the supervisor reaped it): its slot no longer counts as busy,
+        even if it died in the middle of a request."""
+        for index in range(self.slots):
+            if struct.unpack_from("=i", self.map, self._offset(index))[0] == pid:
+                self.map[_OFF_BUSY + index] = 0
 
     def claim(self) -> Slot | None:
         """A free slot for this worker (:attr:`preferred` first), or None when all are taken."""
@@ -212,6 +227,7 @@ class Scoreboard:
                 continue
             self._claimed.add(index)
             self._retire(index)
+            self.map[_OFF_BUSY + index] = 0
             offset = self._offset(index)
             _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
                             time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
@@ -254,6 +270,8 @@ class Scoreboard:
 
 
 _NO_COUNTS = (0,) * (len(BUCKETS) + 1)
+_Q = struct.Struct("=Q")
+_D = struct.Struct("=d")
 
 
 def _add(counts: Sequence[int], more: Sequence[int]) -> list[int]:
@@ -264,7 +282,10 @@ class Slot:
     """The one slot a worker writes."""
 
     __slots__ = (
+        "_busy",
+        "_busy_end",
         "_map",
+        "_peak",
         "accepted",
         "board",
         "counts",
@@ -275,6 +296,7 @@ class Slot:
         "offset",
         "saturated",
         "served",
+        "shown",
         "slow",
     )
 
@@ -283,6 +305,12 @@ class Slot:
         self.index = index
         self.offset = offset
         self._map = board.map
+        self._busy = _OFF_BUSY + index
+        self._busy_end = _OFF_BUSY + board.slots
+        self._peak = 0  # the most busy workers at once, as this worker last read it
+        #: Whether a status page shows this slot: only then the histogram and the busy map
+        #: are kept (a scoreboard without one serves the scaler and --timeout, which need neither).
+        self.shown = True
         self.in_flight = self.max_in_flight = 0
         self.accepted = self.served = self.slow = self.saturated = 0
         self.counts = list(_NO_COUNTS)
@@ -302,6 +330,10 @@ class Slot:
             self.saturated += 1
             struct.pack_into("=Q", self._map, offset + _OFF_SATURATED, self.saturated)
         struct.pack_into("=II", self._map, offset + _OFF_STATE, BUSY, self.in_flight)
+        if self.in_flight == 1 and self.shown:  # became busy: into the busy map, and count it
+            self._map[self._busy] = 1
+            if self._map[_OFF_BUSY:self._busy_end].count(1) > self._peak:
+                self._raise_peak()
         struct.pack_into("=d", self._map, offset + _OFF_START, time.time())
         struct.pack_into(f"=8s{URI_SIZE}s", self._map, offset + _OFF_METHOD, method.encode("latin-1", "replace")[:8],
                          uri.encode("utf-8", "replace")[:URI_SIZE])
@@ -314,14 +346,24 @@ class Slot:
         if slow:
             self.slow += 1
             struct.pack_into("=Q", self._map, offset + _OFF_SLOW, self.slow)
-        bucket = bisect.bisect_left(BUCKETS, duration)
-        self.counts[bucket] += 1
-        self.duration_sum += duration
-        struct.pack_into("=Q", self._map, offset + _OFF_BUCKETS + 8 * bucket, self.counts[bucket])
-        struct.pack_into("=d", self._map, offset + _OFF_DURATION_SUM, self.duration_sum)
+        if self.shown:
+            bucket = bisect.bisect_left(BUCKETS, duration)
+            self.counts[bucket] += 1
+            self.duration_sum += duration
+            _Q.pack_into(self._map, offset + _OFF_BUCKETS + 8 * bucket, self.counts[bucket])
+            _D.pack_into(self._map, offset + _OFF_DURATION_SUM, self.duration_sum)
         struct.pack_into("=Q", self._map, offset + _OFF_SERVED, self.served)
         struct.pack_into("=d", self._map, offset + _OFF_DURATION, duration)
         struct.pack_into("=II", self._map, offset + _OFF_STATE, BUSY if self.in_flight else IDLE, self.in_flight)
+        if not self.in_flight and self.shown:
+            self._map[self._busy] = 0
+
+    def _raise_peak(self) -> None:
+        """More workers are busy than this worker last knew the most to be: raise the
+        board's figure if it is lower too (it only rises, so a copy here is enough to skip
+        this on almost every request)."""
+        self.board.note_peaks(self.board.busy_workers(), None)
+        self._peak = int(struct.unpack_from("=Q", self._map, _OFF_PEAKS)[0])
 
     def request_usage(self, cpu: float, memory: int) -> None:
         """What the last request cost: *cpu* seconds of CPU time, the peak RSS *memory* (bytes).

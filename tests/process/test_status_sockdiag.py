@@ -143,6 +143,31 @@ def test_peaks_only_rise() -> None:
     assert (totals.max_active_workers, totals.max_listen_queue) == (3, 7)
 
 
+def test_the_most_busy_at_once_is_counted_as_workers_become_busy_and_a_dead_one_is_released() -> None:
+    board = Scoreboard(4)
+    first, second = board.claim(), board.claim()
+    assert first is not None and second is not None
+    first.request_started("GET", "/a", saturated=False)
+    first.request_started("GET", "/b", saturated=False)  # the same worker: still one busy
+    assert board.busy_workers() == 1 and board.read()[0].max_active_workers == 1
+    second.request_started("GET", "/c", saturated=False)
+    for slot in (first, first, second):
+        slot.request_done(0.01, slow=False)
+    assert board.busy_workers() == 0 and board.read()[0].max_active_workers == 2  # no sampling needed
+
+    pid = os.fork()
+    if pid == 0:  # a worker that dies in the middle of a request
+        slot = board.claim()
+        if slot is not None:
+            slot.request_started("GET", "/crash", saturated=False)
+        os._exit(0 if slot is not None else 1)
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    assert board.busy_workers() == 1
+    ScoreboardSampler(board).exited(None, WorkerProcess(pid, -1, -1), 137)  # type: ignore[arg-type]
+    assert board.busy_workers() == 0
+
+
 def test_a_new_worker_takes_the_slot_of_its_number() -> None:
     board = Scoreboard(4)
     sampler = ScoreboardSampler(board)
@@ -175,7 +200,8 @@ def test_a_request_s_cpu_and_memory_are_measured_only_with_a_status_page(options
     finally:
         server.stop()
     view = board.read_slot(0)
-    assert sum(view.durations) == 1  # the histogram: whenever there is a slot
+    assert view.served == 1
+    assert (sum(view.durations) == 1) is measured  # the histogram too
     assert (view.last_memory > 0) is measured
 
 
