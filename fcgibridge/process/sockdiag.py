@@ -17,6 +17,7 @@ Everything here is Linux only and best effort: a failure is an unknown queue, ne
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
@@ -89,7 +90,10 @@ def _dump(request: bytes) -> list[bytes]:
 
     Raises OSError when netlink fails or says it failed.
     """
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as sock:
+    family = getattr(socket, "AF_NETLINK", None)
+    if family is None:  # not Linux
+        raise OSError(errno.EAFNOSUPPORT, "no netlink here")
+    with socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as sock:
         sock.settimeout(TIMEOUT)
         sock.sendto(_NLMSGHDR.pack(_NLMSGHDR.size + len(request), SOCK_DIAG_BY_FAMILY,
                                    NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + request, (0, 0))
