@@ -179,8 +179,8 @@ class Scoreboard:
     def note_peaks(self, active_workers: int, listen_queue: int | None) -> None:
         """Raise the most-busy-workers and longest-listen-queue figures to what was just seen.
 
-        Any process may call it (the supervisor every second, a status page reader); the
-        header's lock keeps one from lowering what another wrote.
+        Any process may call it (a worker that becomes busy, the supervisor every second,
+        a status page reader); the header's lock keeps one from lowering what another wrote.
         """
         queue = listen_queue or 0
         most_active, longest = _PEAKS.unpack_from(self.map, _OFF_PEAKS)
