@@ -215,7 +215,8 @@ class Config:
                                       "--max-requests, so workers do not all retire together.",
                                       "--max-requests-jitter", minimum=0)
     timeout: float = option(0.0, "A request running longer than this many seconds is ended (504, or its "
-                            "connection closed) and logged; a WSGI worker then gets replaced. 0: no limit.",
+                            "connection closed) and logged; a WSGI worker then gets replaced, and one whose "
+                            "event loop the request holds is killed past --timeout-grace. 0: no limit.",
                             "--timeout", minimum=0)
     slowlog_timeout: float = option(0.0, "A request running longer than this many seconds gets the stack of its "
                                     "thread written to --slowlog (PHP-FPM's request_slowlog_timeout); 0: off.",
@@ -238,7 +239,8 @@ class Config:
         "--reload-exclude", metavar="GLOB")
     timeout_grace: float = option(5.0, "Seconds past --timeout after which the supervisor kills a worker whose "
                                   "request is still running (its stack goes to the slow log) and starts "
-                                  "another: a call that blocks the event loop (--sync) cannot be ended otherwise.",
+                                  "another: a call that blocks the event loop (--sync, time.sleep in ASGI) cannot "
+                                  "be ended otherwise.",
                                   "--timeout-grace", minimum=0)
     limit_concurrency: int = option(0, "Requests in flight per worker past which new ones are answered at once "
                                     "with 503 and Retry-After (not FCGI_OVERLOADED, which web servers turn into "
@@ -258,17 +260,20 @@ class Config:
     worker_idle_timeout: float = option(10.0, "dynamic, ondemand: seconds a spare worker stays idle before it "
                                         "stops.", "--worker-idle-timeout", minimum=0)
     # The process itself.
-    user: str = option("", "Run as this user (name or uid) once the sockets are bound; needs root.", "--user",
-                       metavar="USER")
-    group: str = option("", "Run as this group (name or gid; default: the --user's group) once the sockets are "
-                        "bound.", "--group", metavar="GROUP")
-    pidfile: str = option("", "Write the server's pid to this file (removed on exit).", "-p", "--pid",
-                          metavar="FILE")
-    chdir: str = option("", "Change to this directory before loading the app.", "--chdir", metavar="DIR")
+    user: str = option("", "Run the workers as this user (name or uid; needs root): each drops to it right after "
+                       "the fork, a single process once the sockets are bound; our unix socket files become "
+                       "its.", "--user", metavar="USER")
+    group: str = option("", "Run the workers as this group (name or gid; default: the --user's primary group), "
+                        "with the --user's supplementary groups.", "--group", metavar="GROUP")
+    pidfile: str = option("", "Write the server's pid to this file once the sockets are bound (removed on exit); "
+                          "a file naming a live process refuses the start.", "-p", "--pid", metavar="FILE")
+    chdir: str = option("", "Change to this directory first, before binding and loading the app (relative paths "
+                        "are then taken from it).", "--chdir", metavar="DIR")
     umask: str = option("", "The process umask (octal, such as 022); empty: inherited.", "--umask",
                         metavar="MASK", validate=lambda text: text and parse_socket_mode(text))
-    env_file: str = option("", "Read NAME=VALUE lines from this file into the environment before loading the "
-                           "app (-e beats it).", "--env-file", metavar="FILE")
+    env_file: str = option("", "Read NAME=VALUE lines (# comments, optional quotes) from this file into the "
+                           "environment before the hooks and the app load (-e beats it).", "--env-file",
+                           metavar="FILE")
     env: list[str] = option(  # noqa: RUF009
         [], "Set an environment variable for the app, NAME=VALUE (repeatable).", "-e", "--env",
         metavar="NAME=VALUE", validate=lambda text: _check_env(text))
@@ -282,10 +287,11 @@ class Config:
                               "--on-starting", metavar="PATH")
     when_ready: str = option("", "Hook: when_ready(config), in the master once the first worker serves.",
                              "--when-ready", metavar="PATH")
-    post_fork: str = option("", "Hook: post_fork(config, worker), in a worker right after the fork.",
+    post_fork: str = option("", "Hook: post_fork(config, worker), in a worker right after the fork (as --user).",
                             "--post-fork", metavar="PATH")
     post_worker_init: str = option("", "Hook: post_worker_init(config, worker), in a worker once the app is "
-                                   "loaded, before it serves.", "--post-worker-init", metavar="PATH")
+                                   "loaded, before it serves; if it raises, the worker does not serve.",
+                                   "--post-worker-init", metavar="PATH")
     pre_request: str = option("", "Hook: pre_request(worker, request), before the app gets a request.",
                               "--pre-request", metavar="PATH")
     post_request: str = option("", "Hook: post_request(worker, request), once a request is over.",

@@ -17,9 +17,14 @@ from ..importer import LoadedApp, load
 from ..logs import reopen_logs
 from ..server.asgi import LifespanFailure
 from .contract import ExitCode, Report
+from .hardkill import HardKill
+from .hooks import HookEvents, Hooks
+from .identity import Identity, IdentityEvents, PidFile, display_name, prepare, set_title, socket_defaults
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
+from .scaling import Scaler
 from .shares import ConnectionShares
+from .status import ScoreboardSampler
 from .status_listener import StatusListenerEvents
 from .supervisor import Supervisor, SupervisorEvents
 from .systemd import SystemdNotifier, Watchdog, notify_socket_set, sd_notify
@@ -35,14 +40,27 @@ def run(config: Config) -> int:
     there is more than one, or when something needs a parent: ``--max-requests``,
     ``--timeout`` (a stuck worker is replaced), ``--reload``, ``--status-bind``. Otherwise everything runs in
     this process, as mod_fcgid and spawn-fcgi expect.
+
+    The process model (:mod:`~fcgibridge.process.identity`): ``--chdir``, ``--umask``
+    and the environment first, the hooks imported, ``--user`` and ``--pid`` checked, then
+    ``on_starting``, the binding, the pid file; the privilege drop where a worker begins.
     """
-    listeners = open_listeners(config)
+    prepare(config)
+    hooks = Hooks.load(config)
+    identity = Identity.from_config(config)
+    pidfile = PidFile.claim(config.pidfile)
+    supervised = needs_supervisor(config)
+    set_title(f"fcgibridge: {'master ' if supervised else ''}{display_name(config)}")
+    hooks.on_starting()
+    listeners = open_listeners(socket_defaults(config, identity))
     own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
     if config.reload:
         # Python checks a .pyc against the source's mtime in whole seconds and its size: an
         # edit within the second of the import that keeps the size would reload stale code.
         sys.dont_write_bytecode = True
     try:
+        if pidfile is not None:
+            pidfile.write()
         for sock in listeners:
             log.info("listening on %s", describe(sock))
         preloaded = load_or_exit(config) if config.preload else None
@@ -52,31 +70,57 @@ def run(config: Config) -> int:
         # any worker forks.
         shares = ConnectionShares(config.workers) if config.workers > 1 else None
         runtime = Runtime.from_config(config)
-        work = _worker_body(runtime, listeners, preloaded, shares)
-        if not needs_supervisor(config):
+        work = _worker_body(runtime, listeners, preloaded, shares, hooks)
+        if not supervised:
+            if identity is not None:  # where a worker would begin: bound, pid file and logs written
+                identity.drop()
             watchdog = Watchdog.from_environ()
-            code = work(_notify_ready)
+
+            def ready() -> None:
+                _notify_ready()
+                hooks.when_ready()
+
+            code = work(ready)
             sd_notify("STOPPING=1")  # systemd: the stop began (the worker has finished serving)
             if watchdog is not None:
                 watchdog.stop()
-            _exit_past_stuck_threads(code, own_socket_files)
+            _exit_past_stuck_threads(code, own_socket_files, lambda: _finish(hooks, pidfile))
             return code
-        return _supervise(config, work, supervisor_events(config, runtime, listeners))
+        return _supervise(config, work, supervisor_events(config, runtime, listeners, hooks))
     finally:
+        _finish(hooks, pidfile)
         _remove_socket_files(own_socket_files)
 
 
+def _finish(hooks: Hooks, pidfile: PidFile | None) -> None:
+    """The master's last steps: the on_exit hook, then the pid file goes."""
+    hooks.on_exit()
+    if pidfile is not None:
+        pidfile.remove()
+
+
 def needs_supervisor(config: Config) -> bool:
-    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload or config.status_bind)
+    return config.workers > 1 or bool(config.max_requests or config.timeout or config.reload or config.status_bind
+                                      or config.pm != "static")
 
 
-def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket]) -> list[SupervisorEvents]:
+def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.socket],
+                      hooks: Hooks | None = None) -> list[SupervisorEvents]:
     """Everything in the master that follows the workers' lives: one entry per concern."""
-    events: list[SupervisorEvents] = []
+    # First: a new worker takes its title and drops its privileges before anything else runs in it.
+    events: list[SupervisorEvents] = [IdentityEvents(config, Identity.from_config(config))]
+    if hooks:
+        events.append(HookEvents(hooks))
     if notify_socket_set():
         events.append(SystemdNotifier(runtime.board))
     if config.status_bind and runtime.board is not None:
         events.append(StatusListenerEvents(config, runtime.board))
+    if runtime.board is not None:
+        events.append(ScoreboardSampler(runtime.board, listeners))
+    if config.pm != "static":
+        events.append(Scaler(config, runtime.board, listeners))
+    if config.timeout and runtime.board is not None:
+        events.append(HardKill.from_config(config, runtime.board))
     return events
 
 
@@ -115,7 +159,8 @@ def load_or_exit(config: Config) -> LoadedApp | int:
 
 
 def _worker_body(runtime: Runtime, listeners: list[socket.socket],
-                 preloaded: LoadedApp | None = None, shares: ConnectionShares | None = None) -> Callable[..., int]:
+                 preloaded: LoadedApp | None = None, shares: ConnectionShares | None = None,
+                 hooks: Hooks | None = None) -> Callable[..., int]:
     """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
 
     def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None) -> int:
@@ -124,7 +169,7 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
             return loaded
         try:
             return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs,
-                              shares=shares)
+                              shares=shares, hooks=hooks)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return ExitCode.BOOT_FAILED
@@ -151,9 +196,11 @@ def _remove_socket_files(paths: list[str]) -> None:
             os.unlink(path)
 
 
-def _exit_past_stuck_threads(code: int, socket_files: list[str]) -> None:
-    """An app thread stuck past the graceful timeout must not keep the process alive."""
+def _exit_past_stuck_threads(code: int, socket_files: list[str], finish: Callable[[], None] = lambda: None) -> None:
+    """An app thread stuck past the graceful timeout must not keep the process alive
+    (*finish*: what must still run first)."""
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        finish()
         _remove_socket_files(socket_files)
         logging.shutdown()
         sys.stdout.flush()

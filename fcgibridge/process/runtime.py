@@ -14,6 +14,7 @@ from typing import Any
 from ..config import Config
 from .accesslog import AccessLog, setup_access_logger
 from .listeners import peer_allowed, web_server_addrs
+from .scaling import most_workers
 from .scoreboard import Scoreboard, for_workers
 from .status import Observer
 
@@ -23,19 +24,26 @@ class Runtime:
     config: Config
     #: Which peers may connect: ``--allow-from``, else ``FCGI_WEB_SERVER_ADDRS``; None: any.
     allowed: Callable[[Any], bool] | None = None
-    #: Shared by all workers (``--status-path``, ``--status-bind``); None when there is no status page.
+    #: Shared by all workers (``--status-path``, ``--status-bind``, ``--pm`` dynamic or
+    #: ondemand, ``--timeout``); None when nothing reads it.
     board: Scoreboard | None = None
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> Runtime:
-        return cls(config, allowed_peers(config, environ),
-                   for_workers(config.workers) if config.status_path or config.status_bind else None)
+        board = None
+        if config.pm != "static":  # the scaler reads which workers are idle from it
+            board = for_workers(max(config.workers, most_workers(config)))
+        elif config.status_path or config.status_bind or config.timeout:  # --timeout: the hard kill reads it
+            board = for_workers(config.workers)
+        return cls(config, allowed_peers(config, environ), board)
 
     def observer(self, capacity: int) -> Observer | None:
         """This worker's observer (claiming its scoreboard slot), or None when status,
-        ping and access log are all off. Call it in the worker process."""
+        ping and access log are all off and there is no scoreboard to write. Call it in the
+        worker process."""
         config = self.config
-        if not (config.status_path or config.ping_path or config.access_log or config.status_bind):
+        if not (config.status_path or config.ping_path or config.access_log or config.status_bind
+                or self.board is not None):
             return None
         slot = self.board.claim() if self.board is not None else None
         access = None
