@@ -39,6 +39,7 @@ from pathlib import Path
 
 from ..config import Config, parse_socket_mode
 from ..errors import UserError
+from .listeners import group_name, user_name
 from .supervisor import SupervisorEvents, WorkerProcess
 
 log = logging.getLogger("fcgibridge.server")
@@ -125,7 +126,7 @@ class Identity:
         if os.geteuid() != 0:
             what = " ".join(f"{flag} {value}" for flag, value in (("--user", config.user), ("--group", config.group))
                             if value)
-            raise UserError(f"{what} needs root to switch to (running as {_user_name(os.geteuid())}); "
+            raise UserError(f"{what} needs root to switch to (running as {user_name(os.geteuid())}); "
                             "start as root, or leave the option out")
         return cls(uid, gid, name, bool(config.user))
 
@@ -145,7 +146,7 @@ class Identity:
         log.info("running as %s", self.describe())
 
     def describe(self) -> str:
-        return f"{_user_name(self.uid)}:{_group_name(self.gid)}"
+        return f"{user_name(self.uid)}:{group_name(self.gid)}"
 
 
 def _user(text: str) -> tuple[int, str | None, int | None]:
@@ -166,20 +167,6 @@ def _group(text: str) -> int:
         return grp.getgrnam(text).gr_gid
     except KeyError:
         raise UserError(f"--group: no group named {text!r} on this system; give a group name or a gid") from None
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def socket_defaults(config: Config, identity: Identity | None) -> Config:
@@ -214,7 +201,7 @@ class PidFile:
             return None
         pidfile = cls(path)
         other = pidfile.read()
-        if other is not None and other != os.getpid() and _alive(other):
+        if other is not None and other != os.getpid() and alive(other):
             raise UserError(f"--pid {path}: already running as pid {other} (stop it first, or remove the file "
                             "if that process is not fcgibridge)")
         return pidfile
@@ -253,7 +240,8 @@ class PidFile:
         self.pid = None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process *pid* exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

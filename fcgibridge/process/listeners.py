@@ -331,7 +331,7 @@ def unix_access(path: str) -> str:
     except OSError:
         return "its file is gone"
     mode = stat.S_IMODE(info.st_mode)
-    owner = f"{_user_name(info.st_uid)}:{_group_name(info.st_gid)}"
+    owner = f"{user_name(info.st_uid)}:{group_name(info.st_gid)}"
     return f"mode {mode:04o}, owner {owner}: {_who(mode)} may connect"
 
 
@@ -348,7 +348,8 @@ def _who(mode: int) -> str:
     return "only root"
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The account name of *uid*, or the number when it has none."""
     import pwd
 
     try:
@@ -357,7 +358,8 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _group_name(gid: int) -> str:
+def group_name(gid: int) -> str:
+    """The group name of *gid*, or the number when it has none."""
     import grp
 
     try:
@@ -395,7 +397,7 @@ def socket_warnings(config: Config) -> list[str]:
         if users and not any(_may_connect(user, owner, group, mode) for user in users):
             names = ", ".join(user.pw_name for user in users)
             warnings.append(
-                f"unix:{path} will be mode {mode:04o}, owner {_user_name(owner)}:{_group_name(group)}: no web "
+                f"unix:{path} will be mode {mode:04o}, owner {user_name(owner)}:{group_name(group)}: no web "
                 f"server account here ({names}) may connect; give the web server's group with --socket-group "
                 f"(such as --socket-group {users[0].pw_name})"
             )

@@ -28,6 +28,8 @@ import os
 import struct
 import time
 
+from .identity import alive
+
 __all__ = ["ConnectionShares"]
 
 #: One slot: the pid of the worker holding it, and its open connections.
@@ -77,7 +79,7 @@ class ConnectionShares:
             if pid <= 0 or count <= 0:
                 continue
             if self._seen_alive.get(pid, -1.0) < now - 1.0:
-                if not _alive(pid):
+                if not alive(pid):
                     continue
                 if len(self._seen_alive) > 4 * self.slots:
                     self._seen_alive.clear()
@@ -90,14 +92,3 @@ class ConnectionShares:
             self.memory.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
-
-
-def _alive(pid: int) -> bool:
-    """A slot of a worker that died holds its last count until a new worker claims it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

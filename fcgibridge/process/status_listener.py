@@ -28,14 +28,13 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from urllib.parse import parse_qs
 
 from ..cgi import error_response, format_head
 from ..config import Config
 from ..protocol import ApplicationConnection, BadRecord, RemoteProtocolError, RequestStarted, Role
 from .listeners import open_listeners
 from .scoreboard import Scoreboard
-from .status import listen_queue, render_status, request_paths, status_report
+from .status import request_paths, status_page
 from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
 
 log = logging.getLogger("fcgibridge.server")
@@ -52,24 +51,12 @@ POLL_INTERVAL = 1.0
 _HEADERS = ((b"Cache-Control", b"no-cache, no-store, must-revalidate"),)
 
 
-def status_format(query_string: str) -> str:
-    """The status page format a query asks for, as the worker page reads it."""
-    query = parse_qs(query_string, keep_blank_values=True)
-    fmt = (query.get("format") or [""])[0].lower()
-    for name in ("json", "prometheus", "openmetrics", "text"):
-        if name in query:
-            fmt = name
-    return fmt
-
-
 def answer(config: Config, board: Scoreboard, params: dict[str, str]) -> bytes:
     """The whole CGI response (head and body) to one request on the status listener."""
     if config.ping_path and config.ping_path in request_paths(params):
         return format_head(200, ((b"Content-Type", b"text/plain; charset=utf-8"), *_HEADERS)) + (
             config.ping_response + "\n").encode()
-    totals, slots = board.read()
-    report = status_report(config, totals, slots, listen_queue())
-    body, ctype = render_status(report, status_format(params.get("QUERY_STRING", "")))
+    body, ctype = status_page(config, board, params.get("QUERY_STRING", ""))
     return format_head(200, ((b"Content-Type", ctype), *_HEADERS)) + body
 
 
