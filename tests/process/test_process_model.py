@@ -69,7 +69,8 @@ def test_the_pid_file_names_the_server_while_it_runs(tmp_path: Path) -> None:
     pidfile.write_text(f"{finished.pid}\n")  # a stale file: that process is gone
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(APP, "-b", address, "-w", "2", "--pid", str(pidfile), address=address) as proc:
-        assert pidfile.read_text() == f"{proc.pid}\n"
+        # The socket accepts as soon as it listens; the pid file comes right after.
+        wait_until(lambda: pidfile.exists() and pidfile.read_text() == f"{proc.pid}\n")
         assert sorted(p.name for p in pidfile.parent.iterdir()) == ["fcgibridge.pid"]  # no temporary file left
         second = fcgibridge(APP, "-b", f"127.0.0.1:{free_port()}", "--pid", str(pidfile))
         assert second.returncode == 2
@@ -81,7 +82,8 @@ def test_the_pid_file_names_the_server_while_it_runs(tmp_path: Path) -> None:
     assert not pidfile.exists()
     single = f"127.0.0.1:{free_port()}"
     with run_fcgibridge(APP, "-b", single, "--pid", "server.pid", address=single, cwd=tmp_path) as proc:
-        assert (tmp_path / "server.pid").read_text() == f"{proc.pid}\n"
+        written = tmp_path / "server.pid"
+        wait_until(lambda: written.exists() and written.read_text() == f"{proc.pid}\n")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert not (tmp_path / "server.pid").exists()
