@@ -10,7 +10,11 @@ which every worker writes: any request is the status page (``?json``, ``?prometh
 It must never hold up the supervisor loop, so it runs in a daemon thread with its own
 small selector loop: non-blocking sockets, one buffer each way per connection, at most
 :data:`MAX_CONNECTIONS` connections, :data:`MAX_REQUEST_SIZE` bytes per request, and
-connections idle for :data:`IDLE_TIMEOUT` seconds are closed. The FastCGI side is the
+each exchange bounded in time: a connection has :data:`IDLE_TIMEOUT` seconds from its
+start, or from its last answer sent whole, to send a request and take the answer, else it
+is closed (a client trickling bytes or reading slowly cannot hold a connection). While an
+answer waits to be sent nothing more is read, so a client that sends requests and never
+reads the answers costs one answer's memory, not one per request. The FastCGI side is the
 project's protocol core (:class:`~fcgibridge.protocol.ApplicationConnection`), the one
 the workers use. :class:`StatusListenerEvents` binds the socket before the workers fork,
 starts the thread as the supervisor starts, closes the workers' copies of its
@@ -43,7 +47,8 @@ log = logging.getLogger("fcgibridge.server")
 MAX_CONNECTIONS = 32
 #: Bytes a connection may send for one request (records, params, body) before it is closed.
 MAX_REQUEST_SIZE = 64 * 1024
-#: Seconds a connection may stay without any traffic before it is closed.
+#: Seconds a connection has, from its start or its last answer sent whole, to send a
+#: request and take the answer (an idle kept-alive connection is closed after as long).
 IDLE_TIMEOUT = 10.0
 #: The loop's longest wait, so idle connections are swept and a stop is seen.
 POLL_INTERVAL = 1.0
@@ -71,7 +76,7 @@ class _Connection:
                                           roles=(Role.RESPONDER,), max_params_size=MAX_REQUEST_SIZE)
         self.outgoing = bytearray()
         self.received = 0  # bytes since the last answer (MAX_REQUEST_SIZE)
-        self.last_seen = now
+        self.last_seen = now  # the start, or when the last answer was sent whole (IDLE_TIMEOUT)
 
 
 class StatusServer:
@@ -189,7 +194,6 @@ class StatusServer:
         if not data:
             self._drop(conn)
             return
-        conn.last_seen = time.monotonic()
         conn.received += len(data)
         if conn.received > MAX_REQUEST_SIZE:
             log.warning("status listener: closing a connection that sent more than %d bytes", MAX_REQUEST_SIZE)
@@ -227,8 +231,10 @@ class StatusServer:
                 self._drop(conn)
                 return
             del conn.outgoing[:sent]
-        if conn.outgoing:
-            self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            if not conn.outgoing:
+                conn.last_seen = time.monotonic()  # an exchange done: the next one's time starts
+        if conn.outgoing:  # read no more until the client takes this answer
+            self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
             return
         if conn.core.should_close:
             self._drop(conn)

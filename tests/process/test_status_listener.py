@@ -152,3 +152,62 @@ def test_a_request_sent_a_byte_at_a_time_is_answered(status_server: tuple[Status
         second = conn.begin("GET", "/?json", body=b"")
         conn.wait_end(second)
         assert json.loads(conn.response(second)[1])["total_workers"] == 0
+
+
+
+def test_a_client_that_never_reads_costs_one_answer_and_is_closed(
+        status_server: tuple[StatusServer, str]) -> None:
+    """Requests sent one after another, paced so each is answered on its own, on a
+    connection whose answers are never read: the listener reads nothing more while an
+    answer waits, so its buffer holds about one answer, not one per request (the kernel's
+    buffers full, that grew without bound), and it closes the connection once the exchange
+    has taken IDLE_TIMEOUT (each request sent had kept it open)."""
+    from fcgibridge.client import build_params
+    from fcgibridge.protocol import ClientConnection
+
+    server, address = status_server
+    for _ in range(16):  # 16 workers on the page: an answer of some KiB
+        assert server.board.claim() is not None
+    host, port = address.rsplit(":", 1)
+    core = ClientConnection()
+    most = 0
+    closed = False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.settimeout(5)
+        sock.connect((host, int(port)))
+        sock.settimeout(0.05)
+        began = time.monotonic()
+        while time.monotonic() - began < 4:
+            request_id, data = core.begin_request(build_params("GET", "/?json"), keep_conn=True)
+            try:
+                sock.sendall(data + core.end_stdin(request_id))
+            except TimeoutError:
+                pass
+            except OSError:  # reset by the listener
+                closed = True
+                break
+            most = max(most, max((len(c.outgoing) for c in list(server.connections.values())), default=0))
+            time.sleep(0.002)
+        closed = closed or not server.connections
+    assert most < 256 * 1024, f"{most} bytes of answers kept for a client that reads none"
+    assert closed, "the connection that never reads is still open"
+
+
+def test_a_request_trickled_past_the_timeout_is_closed(status_server: tuple[StatusServer, str]) -> None:
+    """A params record of 1000 bytes sent a byte every 0.1 s (IDLE_TIMEOUT 0.3 s here):
+    closed in about IDLE_TIMEOUT though bytes keep coming."""
+    from recordkit import begin
+
+    from fcgibridge.protocol import RecordType, pack_record
+
+    _, address = status_server
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(begin(1, keep_conn=True) + pack_record(RecordType.PARAMS, 1, bytes(1000))[:8])
+        began = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - began < 5:
+                time.sleep(0.1)
+                sock.sendall(b"\x00")
+        assert time.monotonic() - began < 3
