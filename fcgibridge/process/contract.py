@@ -16,7 +16,9 @@ Signals the parent sends a worker:
   thread's Python stack to ``--slowlog`` (or the error log). Only with ``--timeout``, and
   only once the worker serves: the parent sends it to a worker whose request is still
   running past ``--timeout`` plus ``--timeout-grace`` (its event loop is blocked), just
-  before it kills it. The others are taken (HUP, USR1, USR2, TERM, INT, QUIT above; TTIN
+  before it kills it. Until the worker has registered the dump (and for good without
+  ``--timeout``) it ignores the signal, whose default action would end it. The others
+  are taken (HUP, USR1, USR2, TERM, INT, QUIT above; TTIN
   and TTOU by the parent), WINCH comes with every terminal resize, and ALRM, PROF,
   VTALRM, URG, XCPU and PWR belong to apps, profilers, runtimes or the kernel.
 - SIGKILL: a stopping worker that is still there past its deadline; a worker stuck in a

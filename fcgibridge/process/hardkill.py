@@ -113,13 +113,15 @@ class HardKill(SupervisorEvents):
         when = time.strftime("%Y-%m-%d %H:%M:%S")
         line = (f"[{when}] [pid {view.pid}] request stuck for {running:.1f} s (past --timeout {self.timeout:g} s "
                 f"+ --timeout-grace {self.grace:g} s), killing its worker: {describe(view)}; its stack:")
+        written = False
         if self.slowlog:
             try:
                 with open(self.slowlog, "a", encoding="utf-8") as out:
                     out.write(line + "\n")
+                written = True
             except OSError as exc:
                 log.error("cannot write the slow log %s: %s", self.slowlog, exc)
-        else:
+        if not written:  # the error log, where the worker's stack then goes too
             log.warning("%s", line)
         if STACK_SIGNAL is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -106,7 +106,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from .contract import RETIRE_SIGNAL, ExitCode, Report
+from .contract import RETIRE_SIGNAL, STACK_SIGNAL, ExitCode, Report
 
 log = logging.getLogger("fcgibridge.supervisor")
 
@@ -115,6 +115,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 #: Signals the parent handles.
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1)
+
+_STACK = () if STACK_SIGNAL is None else (STACK_SIGNAL,)
 
 #: The environment variable that makes the parent use SIGCHLD even where pidfds exist.
 NO_PIDFD = "FCGIBRIDGE_NO_PIDFD"
@@ -269,8 +271,11 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 for signum in self._handled():
                     signal.signal(signum, signal.SIG_DFL)
-                for signum in (signal.SIGHUP, signal.SIGUSR1, RETIRE_SIGNAL):
-                    signal.signal(signum, lambda *_: None)  # until the worker handles them
+                # Until the worker handles them. STACK_SIGNAL too: a real-time signal's
+                # default action ends the process, and a worker that has not registered
+                # its stack dump (not yet, or it could not) must live to be killed by name.
+                for signum in (signal.SIGHUP, signal.SIGUSR1, RETIRE_SIGNAL, *_STACK):
+                    signal.signal(signum, lambda *_: None)
                 me = WorkerProcess(os.getpid(), -1, status_w, replaces, number)
                 for events in self.events:
                     events.child_started(me)

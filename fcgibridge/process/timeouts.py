@@ -106,15 +106,17 @@ class StackDump:
 
     @classmethod
     def install(cls, path: str) -> StackDump | None:
-        """Register the dump; None where there is no such signal or the file cannot be
-        opened (logged: the hard kill still works, without the stack)."""
+        """Register the dump; None where there is no such signal. A slow log that cannot
+        be opened (a directory missing, the file not the dropped --user's) is logged and
+        the stack goes to stderr (the error log) instead."""
         if STACK_SIGNAL is None:
             return None
+        out = sys.stderr
         try:
-            out = open(path, "a", encoding="utf-8") if path else sys.stderr  # noqa: SIM115 (kept open)
+            if path:
+                out = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         except OSError as exc:
-            log.error("cannot open the slow log %s for stack dumps: %s", path, exc)
-            return None
+            log.error("cannot open the slow log %s for stack dumps (they go to the error log): %s", path, exc)
         faulthandler.register(STACK_SIGNAL, file=out, all_threads=True)
         return cls(STACK_SIGNAL, out)
 

@@ -182,17 +182,20 @@ class Worker:
         if on_ready is not None:
             on_ready()
         await self._stop.wait()
-        if self.timeouts is not None:
-            self.timeouts.close()
         if self._shares_timer is not None:
             self._shares_timer.cancel()
         try:
             if self._fast:
                 self._close_servers()
                 return 0
-            await self._shutdown()  # the connection timeouts still hold while it drains
+            # The connection timeouts and --timeout still hold while it drains: a request
+            # the loop does not end past --timeout would look stuck to the supervisor's
+            # hard kill, which would SIGKILL a worker that is only retiring.
+            await self._shutdown()
             return 0
         finally:
+            if self.timeouts is not None:
+                self.timeouts.close()
             sweeper.close()
 
     def _new_connection(self) -> FastCGIProtocol:

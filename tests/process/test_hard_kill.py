@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import children_of, free_port, process_log, run_fcgibridge, wait_until
+from support import children_of, free_port, process_log, request_in_thread, run_fcgibridge, wait_until
 
 from fcgibridge.client import FastCGIClient, FastCGIError
 from fcgibridge.process.contract import STACK_SIGNAL
@@ -138,3 +138,59 @@ def test_one_reading_past_the_limit_is_not_enough(monkeypatch: pytest.MonkeyPatc
         assert sent == [(os.getpid(), STACK_SIGNAL)]
     finally:
         supervisor.selector.close()
+
+
+def test_a_retiring_worker_whose_loop_runs_ends_its_request_at_the_timeout_and_is_not_killed() -> None:
+    """A reload retires the worker while its (threaded) request runs: the worker's own
+    --timeout still ends it with a 504 while it drains, so the hard kill never takes the
+    retiring worker for a stuck one (it used to SIGKILL it at --timeout + --timeout-grace)."""
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("tests.apps.stuck_app:app", "-b", address, "--timeout", "1", "--timeout-grace", "1",
+                        "--graceful-timeout", "10", address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        (old,) = children_of(proc.pid)
+        thread, result = request_in_thread(address, "/stuck?s=5")
+        time.sleep(0.3)  # the request is in the worker's thread
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: f"retiring worker {old}" in process_log(proc), what="the old worker retired")
+        thread.join(10)
+        (response,) = result
+        assert not isinstance(response, Exception) and response.status == 504, response
+        time.sleep(2.5)  # past --timeout + --timeout-grace and a tick or two
+        log = process_log(proc)
+        assert f"killing worker {old}" not in log and "request stuck" not in log, log
+
+
+def test_a_worker_with_no_stack_dump_registered_lives_through_the_stack_signal() -> None:
+    """A real-time signal's default action ends the process: a worker that has not
+    registered faulthandler on it (no --timeout here) must not die of it."""
+    if STACK_SIGNAL is None:
+        pytest.skip("no stack signal on this system")
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("tests.apps.stuck_app:app", "-w", "2", "-b", address, address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        workers = children_of(proc.pid)
+        for pid in workers:
+            os.kill(pid, STACK_SIGNAL)
+        time.sleep(0.5)
+        assert children_of(proc.pid) == workers, process_log(proc)
+        assert "died" not in process_log(proc)
+
+
+def test_a_slow_log_that_cannot_be_opened_still_gets_the_stack_and_the_kill_by_name(tmp_path: Path) -> None:
+    """The worker's stack goes to the error log when --slowlog cannot be opened (a missing
+    directory here; a file the dropped --user cannot write in production), and the worker
+    is killed as stuck, naming the request, not killed by the stack signal itself."""
+    address = f"127.0.0.1:{free_port()}"
+    slowlog = tmp_path / "missing" / "slow.log"
+    with run_fcgibridge("tests.apps.stuck_app:app", "--sync", "-b", address, *LIMITS, "--slowlog", str(slowlog),
+                        address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        (stuck,) = children_of(proc.pid)
+        with pytest.raises(FastCGIError):
+            FastCGIClient(address, timeout=15).request("GET", "/stuck")
+        wait_until(lambda: f"worker {stuck} was killed" in process_log(proc))
+        log = process_log(proc)
+        assert f"killing worker {stuck}: request stuck for" in log, log
+        assert "killing its worker: GET /stuck; its stack:" in log and "in stuck_in_the_app" in log, log
+        assert "died" not in log, log
