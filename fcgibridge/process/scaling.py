@@ -12,7 +12,7 @@ in flight; idle since the last tick that saw one in flight or served), and:
 
 - dynamic: forks while fewer than ``--min-spare-workers`` are idle (a worker still
   starting counts as idle to be), and while connections wait in the listen queue
-  (``listen_queue()``; TCP on Linux only); one worker the first second, twice as many
+  (``listen_queue()``: unix and TCP sockets on Linux, through sock_diag); one worker the first second, twice as many
   each following second the need lasts, at most :data:`MAX_SPAWN_RATE`. It retires
   (gracefully) idle workers beyond ``--max-spare-workers`` once they have been idle
   ``--worker-idle-timeout`` seconds, longest idle first, never below ``--min-workers``.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import logging
 import mmap
 import os
 import struct
@@ -34,6 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = ["BUCKETS", "Scoreboard", "Slot", "SlotView", "Totals", "for_workers"]
+
+log = logging.getLogger("fcgibridge.server")
 
 #: Upper bounds (seconds) of the request-duration histogram's buckets; one more counts the rest.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -232,6 +235,9 @@ class Scoreboard:
             _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
                             time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
             return Slot(self, index, offset)
+        log.warning("the scoreboard's %d slots are all taken: worker pid %d serves, but the status page, "
+                    "--pm and --timeout's hard kill do not see it (fewer workers, or a restart with a larger -w)",
+                    self.slots, os.getpid())
         return None
 
     def _retire(self, index: int) -> None:
@@ -372,6 +378,8 @@ class Slot:
 
 
 def for_workers(workers: int) -> Scoreboard:
-    """The scoreboard of a server of ``workers`` (made in the parent, before forking;
-    room for replacements and workers added with TTIN)."""
+    """The scoreboard of a server of at most ``workers`` (``-w``, or ``--max-workers``
+    with ``--pm dynamic`` / ``ondemand``), made in the parent before forking: room for
+    replacements still starting while the old workers finish, and workers added with TTIN.
+    A worker that finds every slot taken serves unseen, and says so (:meth:`Scoreboard.claim`)."""
     return Scoreboard(max(16, 4 * workers))

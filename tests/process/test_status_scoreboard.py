@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
+from pathlib import Path
 
 from fcgibridge.process.scoreboard import Scoreboard
 
@@ -60,3 +64,24 @@ def test_live_holders_keep_their_slots_and_a_full_board_says_so() -> None:
         os.getpid(), "busy", 1, "POST", "/upload", 1)
     assert view.alive
 
+
+
+def test_a_worker_past_the_scoreboards_slots_serves_and_says_it_is_not_seen(tmp_path: Path) -> None:
+    """-w 1 under a supervisor: 16 slots. TTIN 16 times makes 17 workers; the 17th finds
+    every slot taken, serves unseen and logs it (before, it was left out silently, and
+    --timeout's hard kill could not see it)."""
+    from support import children_of, free_port, process_log, run_fcgibridge, wait_until
+
+    from fcgibridge.client import FastCGIClient
+
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("tests.apps.pm_app:app", "-b", address, "-w", "1", "--status-bind",
+                        f"unix:{tmp_path / 'status.sock'}", address=address) as proc:
+        for _ in range(16):
+            proc.send_signal(signal.SIGTTIN)
+            time.sleep(0.05)
+        wait_until(lambda: len(children_of(proc.pid)) == 17, 30, "17 workers")
+        wait_until(lambda: "slots are all taken" in process_log(proc), 15, "the warning")
+        report = json.loads(FastCGIClient(f"unix:{tmp_path / 'status.sock'}").request("GET", "/?json").body)
+        assert report["total_workers"] == 16
+        assert process_log(proc).count("slots are all taken") == 1
