@@ -17,8 +17,10 @@ the most workers seen busy at once (each worker counts the busy map as it become
 a slice of shared memory, no system call) and the longest listen queue seen (the
 supervisor samples it every second, and every status page reader raises it to what it sees).
 
-Reads are not synchronised with writes: a figure can be one request behind, as in any
-status page, but each field is written whole.
+Reads are not synchronised with a worker's writes: a figure can be one request behind, as
+in any status page, but each field is written whole. A new worker moves the old figures of
+its slot into the totals and empties the slot under the header's lock, and a reader holds
+it (shared) while it reads, so totals never count a retired slot twice or not at all.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -163,6 +167,9 @@ class Scoreboard:
         self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         struct.pack_into("=dI", self.map, 0, time.time(), slots)  # the rest of a new memfd is zeros
         self._claimed: set[int] = set()  # by this process (threads in tests claim several)
+        self._thread_lock = threading.Lock()
+        board = weakref.ref(self)  # a fork while a thread holds the lock: the child's copy is free
+        os.register_at_fork(after_in_child=lambda: _new_thread_lock(board()))
         #: The slot a new worker tries first (its worker number - 1, set right after the fork),
         #: so that a slot's number is the worker's number whenever that slot is free.
         self.preferred: int | None = None
@@ -194,12 +201,16 @@ class Scoreboard:
             _PEAKS.pack_into(self.map, _OFF_PEAKS, max(most_active, active_workers), max(longest, queue))
 
     @contextlib.contextmanager
-    def _header_locked(self) -> Iterator[None]:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)  # byte 0 of the file stands for the header
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
+    def _header_locked(self, shared: bool = False) -> Iterator[None]:
+        # Byte 0 of the file stands for the header. A record lock belongs to the process,
+        # not the thread, so threads of one process (the master's status listener and its
+        # tick) take turns on a thread lock first.
+        with self._thread_lock:
+            fcntl.lockf(self.fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, 1, 0)
+            try:
+                yield
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
 
     def _offset(self, index: int) -> int:
         return self.header_size + index * _SLOT.size
@@ -229,11 +240,15 @@ class Scoreboard:
             except OSError:
                 continue
             self._claimed.add(index)
-            self._retire(index)
-            self.map[_OFF_BUSY + index] = 0
             offset = self._offset(index)
-            _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
-                            time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
+            # The old figures into the totals and the slot emptied in one step under the
+            # header's lock, which readers take too: a reader in between would count them
+            # twice, then once again (a counter going backwards is a reset to Prometheus).
+            with self._header_locked():
+                self._retire(index)
+                self.map[_OFF_BUSY + index] = 0
+                _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
+                                time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
             return Slot(self, index, offset)
         log.warning("the scoreboard's %d slots are all taken: worker pid %d serves, but the status page, "
                     "--pm and --timeout's hard kill do not see it (fewer workers, or a restart with a larger -w)",
@@ -241,16 +256,16 @@ class Scoreboard:
         return None
 
     def _retire(self, index: int) -> None:
-        """Move the counters a previous owner left in slot *index* into the header totals."""
+        """Move the counters a previous owner left in slot *index* into the header totals
+        (the caller holds the header's lock)."""
         old = self.read_slot(index)
         if not (old.accepted or old.served or old.slow or old.saturated):
             return
-        with self._header_locked():
-            accepted, served, slow, saturated = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
-            _TOTALS.pack_into(self.map, _OFF_TOTALS, accepted + old.accepted, served + old.served,
-                              slow + old.slow, saturated + old.saturated)
-            *counts, total = _HISTOGRAM.unpack_from(self.map, _OFF_HISTOGRAM)
-            _HISTOGRAM.pack_into(self.map, _OFF_HISTOGRAM, *_add(counts, old.durations), total + old.duration_sum)
+        accepted, served, slow, saturated = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
+        _TOTALS.pack_into(self.map, _OFF_TOTALS, accepted + old.accepted, served + old.served,
+                          slow + old.slow, saturated + old.saturated)
+        *counts, total = _HISTOGRAM.unpack_from(self.map, _OFF_HISTOGRAM)
+        _HISTOGRAM.pack_into(self.map, _OFF_HISTOGRAM, *_add(counts, old.durations), total + old.duration_sum)
 
     def read_slot(self, index: int) -> SlotView:
         (pid, state, in_flight, max_in_flight, accepted, served, slow, saturated, start, duration, method,
@@ -262,9 +277,10 @@ class Scoreboard:
 
     def read(self) -> tuple[Totals, list[SlotView]]:
         """The totals (retired slots plus every slot) and every slot ever used."""
-        (start, _, accepted, served, slow, saturated, max_children, max_active, max_queue, *counts,
-         duration_sum) = _HEADER.unpack_from(self.map, 0)
-        views = [self.read_slot(index) for index in range(self.slots)]
+        with self._header_locked(shared=True):  # not while a new worker moves a slot into the totals
+            (start, _, accepted, served, slow, saturated, max_children, max_active, max_queue, *counts,
+             duration_sum) = _HEADER.unpack_from(self.map, 0)
+            views = [self.read_slot(index) for index in range(self.slots)]
         used = [view for view in views if view.pid]
         for view in used:
             counts = _add(counts, view.durations)
@@ -273,6 +289,11 @@ class Scoreboard:
                         max_children, max_active, max_queue, tuple(counts),
                         duration_sum + sum(v.duration_sum for v in used))
         return totals, used
+
+
+def _new_thread_lock(board: Scoreboard | None) -> None:
+    if board is not None:
+        board._thread_lock = threading.Lock()
 
 
 _NO_COUNTS = (0,) * (len(BUCKETS) + 1)

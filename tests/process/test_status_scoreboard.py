@@ -85,3 +85,29 @@ def test_a_worker_past_the_scoreboards_slots_serves_and_says_it_is_not_seen(tmp_
         report = json.loads(FastCGIClient(f"unix:{tmp_path / 'status.sock'}").request("GET", "/?json").body)
         assert report["total_workers"] == 16
         assert process_log(proc).count("slots are all taken") == 1
+
+
+def test_totals_never_go_backwards_while_slots_are_reused() -> None:
+    """A process recycles a one-slot board's worker 300 times (each serves a request and
+    exits; the next takes the slot and moves its figures into the totals) while this one
+    reads the totals without pause: requests served never go down (they did whenever a
+    read fell between the move and the slot being emptied: counted twice, then once)."""
+    board = Scoreboard(1)
+    recycler = os.fork()
+    if recycler == 0:
+        code = 1
+        try:
+            for _ in range(300):
+                in_child(board, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    last = backwards = 0
+    while True:
+        done = os.waitpid(recycler, os.WNOHANG)[0]
+        totals, _ = board.read()
+        backwards += totals.served < last
+        last = totals.served
+        if done:
+            break
+    assert (backwards, last) == (0, 300)
