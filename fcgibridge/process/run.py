@@ -80,8 +80,15 @@ def run(config: Config) -> int:
                 _notify_ready()
                 hooks.when_ready()
 
-            code = work(ready)
-            sd_notify("STOPPING=1")  # systemd: the stop began (the worker has finished serving)
+            stopping: list[bool] = []
+
+            def stop_begins() -> None:  # systemd: STOPPING=1 as the stop begins, not once it is done
+                if not stopping:
+                    stopping.append(True)
+                    sd_notify("STOPPING=1")
+
+            code = work(ready, on_stopping=stop_begins)
+            stop_begins()  # ended without a signal (the app's startup failed, say)
             if watchdog is not None:
                 watchdog.stop()
             _exit_past_stuck_threads(code, own_socket_files, lambda: _finish(hooks, pidfile))
@@ -163,13 +170,14 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
                  hooks: Hooks | None = None) -> Callable[..., int]:
     """What each worker process runs: load the app (unless preloaded), then serve until stopped."""
 
-    def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None) -> int:
+    def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None,
+             on_stopping: Callable[[], None] | None = None) -> int:
         loaded = preloaded if preloaded is not None else load_or_exit(runtime.config)
         if isinstance(loaded, int):
             return loaded
         try:
             return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs,
-                              shares=shares, hooks=hooks)
+                              shares=shares, hooks=hooks, on_stopping=on_stopping)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return ExitCode.BOOT_FAILED

@@ -6,8 +6,8 @@ the first worker serves (with ``--pm ondemand``, at the first tick with no worke
 STATUS= line as the counts change, RELOADING=1 on SIGHUP and READY=1 again once the new
 workers serve, STOPPING=1 as the stop begins. A :class:`Watchdog` thread sends
 WATCHDOG=1 every half ``$WATCHDOG_USEC`` while the supervisor loop keeps ticking.
-Without a supervisor, :func:`run.run` sends READY=1 and STOPPING=1 itself and runs the
-watchdog alone.
+Without a supervisor, :func:`run.run` sends READY=1 and STOPPING=1 (as the worker's stop
+begins) itself and runs the watchdog alone.
 
 Every message is one datagram to ``$NOTIFY_SOCKET``; nothing is sent when it is unset,
 so all of this costs nothing outside systemd.

@@ -93,11 +93,15 @@ def run_worker(
     reopen_logs: Callable[[], None] | None = None,
     shares: ConnectionShares | None = None,
     hooks: Hooks | None = None,
+    on_stopping: Callable[[], None] | None = None,
 ) -> int:
     """Serve until stopped; returns the process exit code. *shares*: the workers' table
     of open connections, made before they forked (with more than one worker). *hooks*:
-    the server hooks (``worker_exit`` runs here, as the worker is about to exit)."""
+    the server hooks (``worker_exit`` runs here, as the worker is about to exit).
+    *on_stopping*: called once as the stop begins, before what is in flight finishes (a
+    single process tells systemd STOPPING=1 there)."""
     worker = Worker(loaded, listeners, runtime)
+    worker.on_stopping = on_stopping
     worker.reopen_logs = reopen_logs
     worker.shares = shares
     worker.hooks = hooks or None
@@ -124,6 +128,7 @@ class Worker:
         self._fast = False  # a fast stop: drop everything, skip the graceful shutdown
         self._replace_asked = False
         self.reopen_logs: Callable[[], None] | None = None
+        self.on_stopping: Callable[[], None] | None = None
         jitter = random.randint(0, config.max_requests_jitter) if config.max_requests else 0
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.timeouts: RequestTimeouts | None = None
@@ -324,6 +329,9 @@ class Worker:
         self._stop.set()
 
     def _tell(self, what: Report) -> None:
+        if what is Report.STOPPING and self.on_stopping is not None:
+            on_stopping, self.on_stopping = self.on_stopping, None
+            on_stopping()
         if self._report is not None:
             try:
                 self._report(what)

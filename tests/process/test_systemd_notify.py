@@ -4,7 +4,8 @@ systemd's ``$NOTIFY_SOCKET``.
 Under a supervisor (-w 2): READY=1, a STATUS= line with the scoreboard's counts,
 WATCHDOG=1 every half ``$WATCHDOG_USEC``, RELOADING=1 then READY=1 (with
 MONOTONIC_USEC) around SIGHUP, STOPPING=1 on SIGTERM. In a single process: READY=1 and
-STOPPING=1. A ``$WATCHDOG_PID`` naming another process turns the watchdog off.
+STOPPING=1, as the stop begins (a request in flight still runs). A ``$WATCHDOG_PID``
+naming another process turns the watchdog off.
 """
 
 from __future__ import annotations
@@ -105,6 +106,26 @@ def test_single_process_notifies_ready_and_stopping(notify: NotifySocket) -> Non
         proc.send_signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1")
         assert proc.wait(15) == 0
+
+
+def test_single_process_says_stopping_as_the_stop_begins(notify: NotifySocket) -> None:
+    """SIGTERM while a 3 s request runs: STOPPING=1 comes at once, not after the request
+    has finished (systemd shows "deactivating" for the whole graceful stop)."""
+    from support import request_in_thread
+
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, address=address, env={"NOTIFY_SOCKET": str(notify.path)}) as proc:
+        notify.wait_for("READY=1")
+        thread, result = request_in_thread(address, "/slow?s=3")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        notify.wait_for("STOPPING=1")
+        assert time.monotonic() - began < 1.5 and result == [], "STOPPING=1 only once the request ended"
+        thread.join(15)
+        assert proc.wait(15) == 0
+    assert result and result[0].status == 200, result  # the request in flight was finished
+    assert [m for _, m in notify.seen].count("STOPPING=1") == 1
 
 
 def test_watchdog_pid_of_another_process_means_no_watchdog(notify: NotifySocket) -> None:
