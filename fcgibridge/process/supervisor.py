@@ -69,6 +69,9 @@ Rule 6. The worker count (``-w``, TTIN, TTOU) counts the STARTING and SERVING wo
         it on each tick as TTIN and TTOU do, within the same bounds: a worker more is
         forked at once; a worker fewer is a SERVING one the scaler chose, retired (Rule 4).
         So TTIN and TTOU still move the count by one, and the scaler may move it back.
+        A worker retired for one fewer takes its successor on the way (Rule 1) with it;
+        a REPLACING worker whose predecessor exits before it is ready is STARTING from
+        then on: it makes up the count, and no other worker is forked for it.
 
 Rule 7. A worker's exit, unless the server is stopping, is read by its phase: RETIRING
         or STOPPING: expected, the count is made up again. STARTING or REPLACING before
@@ -369,8 +372,17 @@ class Supervisor:
         if self.count <= self.least or worker.phase is not Phase.SERVING or self.stopping_since is not None:
             return False
         self.count -= 1
-        self._retire(worker)
+        self._retire_one(worker)
         return True
+
+    def _retire_one(self, worker: WorkerProcess) -> None:
+        """One worker fewer (TTOU, the scaler): *worker* retires, and so does a successor
+        on the way (Rule 1), which would otherwise count once ready (Rule 6)."""
+        self._retire(worker)
+        for other in list(self.workers.values()):
+            if other.replaces is worker and other.phase is Phase.REPLACING:
+                other.replaces = None
+                self._retire(other)
 
     def _watch(self) -> None:
         """Rule 8: the listeners are in the selector exactly while nothing could accept."""
@@ -466,7 +478,7 @@ class Supervisor:
         log.info("SIGTTOU: %d workers", self.count)
         serving = self.counted()
         if len(serving) > self.count:
-            self._retire(max(serving, key=lambda w: w.started))
+            self._retire_one(max(serving, key=lambda w: w.started))
 
     def handle_sigchld(self) -> None:
         """Without pidfds: reap every worker that exited (one SIGCHLD may stand for several)."""
@@ -598,6 +610,12 @@ class Supervisor:
                         worker.reported(what)
         self._close_status(worker)
         del self.workers[worker.pid]
+        for other in self.workers.values():
+            if other.replaces is worker and other.phase is Phase.REPLACING:
+                # Its predecessor is gone: it stands for the count now (Rules 1 and 6),
+                # or the count would be made up twice, by it and by a worker forked below.
+                other.replaces = None
+                other.phase = Phase.STARTING
         if code is None:
             code = _wait_code(worker.pid)
         self._emit("exited", self, worker, code)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import mmap
 import os
+import signal
 import struct
 import subprocess
 import tempfile
@@ -188,3 +189,35 @@ def test_spare_bounds_that_contradict_each_other_are_an_error() -> None:
     assert proc.returncode == 2
     assert "error: --min-spare-workers (4) is more than --max-spare-workers (2)" in proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
+
+
+@pytest.mark.usefixtures("reaping")
+def test_a_worker_that_dies_while_its_successor_starts_is_replaced_once(tmp_path: Path) -> None:
+    """A reload's successor is still importing the app when its predecessor dies: the
+    successor makes up the count, and no second worker is forked for the same place
+    (there used to be two workers for -w 1 from then on)."""
+    flag = tmp_path / "slow-import"
+    (tmp_path / "slowboot.py").write_text(
+        "import os, time\n"
+        "if os.path.exists(os.environ['SLOWBOOT_FLAG']):\n"
+        "    time.sleep(2)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [str(os.getpid()).encode()]\n")
+    address = f"127.0.0.1:{free_port()}"
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}", "SLOWBOOT_FLAG": str(flag)}
+    # --max-requests: one worker under a supervisor.
+    with run_fcgibridge("slowboot:app", "-b", address, "-w", "1", "--max-requests", "1000", address=address,
+                        env=env) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        (old,) = children_of(proc.pid)
+        flag.touch()
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: len(children_of(proc.pid)) == 2, what="the successor forked")
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: f"worker {old} died" in process_log(proc))
+        (successor,) = children_of(proc.pid) - {old}
+        wait_until(lambda: FastCGIClient(address, timeout=5).request("GET", "/").body == str(successor).encode(),
+                   what="the successor serving")
+        time.sleep(1)
+        assert children_of(proc.pid) == {successor}, process_log(proc)

@@ -120,6 +120,36 @@ def test_a_replacement_that_does_not_start_leaves_its_predecessor_serving(harnes
     assert len(harness.sup.workers) == 2
 
 
+def test_a_successor_whose_predecessor_died_makes_up_the_count_alone(harness: Harness) -> None:
+    """Rule 6: the predecessor dies while its successor starts; the successor stands for
+    the count from then on, so no second worker is forked for the same place."""
+    old = harness.ready()
+    harness.say(old, Report.REPLACE_ME)
+    (new,) = [w for w in harness.sup.workers.values() if w is not old]
+    harness.exit(old, 137)
+    assert list(harness.sup.workers.values()) == [new]
+    assert (new.phase, new.replaces) == (Phase.STARTING, None)
+    harness.say(new, Report.READY)
+    assert harness.sup.counted() == [new] and harness.sup.count == 1
+
+
+def test_one_fewer_retires_a_successor_on_the_way_too(harness: Harness) -> None:
+    """TTOU while a reload's successors start: the worker it retires takes its successor
+    with it, or that one would count once ready (two workers for a count of one)."""
+    harness.sup.count = 2
+    first = harness.ready()
+    second = harness.spawn()
+    harness.say(second, Report.READY)
+    harness.say(first, Report.REPLACE_ME)
+    harness.say(second, Report.REPLACE_ME)
+    successors = {w.replaces: w for w in harness.sup.workers.values() if w.replaces is not None}
+    harness.sup.handle_sigttou()
+    assert second.phase is Phase.RETIRING and successors[second].phase is Phase.RETIRING
+    for worker in successors.values():
+        harness.say(worker, Report.READY)
+    assert harness.sup.counted() == [successors[first]] and harness.sup.count == 1
+
+
 def test_a_worker_retired_before_it_was_ready_is_told_again(harness: Harness) -> None:
     harness.sup.count = 2
     first = harness.ready()
