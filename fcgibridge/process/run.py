@@ -22,7 +22,7 @@ from .hooks import HookEvents, Hooks
 from .identity import Identity, IdentityEvents, PidFile, display_name, prepare, set_title, socket_defaults
 from .listeners import UnixAddress, open_listeners, parse_bind, unix_access
 from .runtime import Runtime
-from .scaling import Scaler
+from .scaling import Scaler, connection_workers
 from .shares import ConnectionShares
 from .status import ScoreboardSampler
 from .status_listener import StatusListenerEvents
@@ -68,7 +68,8 @@ def run(config: Config) -> int:
             return preloaded
         # Status, ping, access log, the peer filter, the connection shares: made before
         # any worker forks.
-        shares = ConnectionShares(config.workers) if config.workers > 1 else None
+        sharing = connection_workers(config)
+        shares = ConnectionShares(sharing) if sharing > 1 else None
         runtime = Runtime.from_config(config)
         work = _worker_body(runtime, listeners, preloaded, shares, hooks)
         if not supervised:

@@ -42,7 +42,7 @@ from .scoreboard import Scoreboard
 from .status import listen_queue
 from .supervisor import Phase, Supervisor, SupervisorEvents, WorkerProcess
 
-__all__ = ["MAX_SPAWN_RATE", "Scaler", "most_workers", "start_count"]
+__all__ = ["MAX_SPAWN_RATE", "Scaler", "connection_workers", "most_workers", "start_count"]
 
 log = logging.getLogger("fcgibridge.supervisor")
 
@@ -53,6 +53,13 @@ MAX_SPAWN_RATE = 32
 def most_workers(config: Config) -> int:
     """``--max-workers``, or 4 x the CPUs when it is 0."""
     return config.max_workers or 4 * (os.cpu_count() or 1)
+
+
+def connection_workers(config: Config) -> int:
+    """How many ``--max-connections`` shares the server holds (FCGI_MAX_CONNS, the
+    connection shares): ``-w``, or with ``--pm dynamic`` or ``ondemand`` the most workers
+    that may run (``-w`` there is only how many start: none at all with ondemand)."""
+    return config.workers if config.pm == "static" else most_workers(config)
 
 
 def least_workers(config: Config) -> int:

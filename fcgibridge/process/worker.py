@@ -50,6 +50,7 @@ from .apps import build
 from .contract import RETIRE_SIGNAL, ExitCode, Report
 from .hooks import Hooks
 from .runtime import Runtime
+from .scaling import connection_workers
 from .shares import ConnectionShares
 from .timeouts import RequestTimeouts
 
@@ -133,10 +134,11 @@ class Worker:
         self.max_requests = config.max_requests + jitter if config.max_requests else 0
         self.timeouts: RequestTimeouts | None = None
         self.lifecycle: Lifecycle | None = None
-        #: The whole server's connections: each worker's share times the workers. What
-        #: GET_VALUES reports (FCGI_MAX_CONNS, FCGI_MAX_REQS), and, with the shares
-        #: table, what the workers hold between them however the connections fall.
-        self.total_connections = config.max_connections * max(1, config.workers)
+        #: The whole server's connections: each worker's share times the workers (with
+        #: --pm dynamic or ondemand, the most that may run). What GET_VALUES reports
+        #: (FCGI_MAX_CONNS, FCGI_MAX_REQS), and, with the shares table, what the
+        #: workers hold between them however the connections fall.
+        self.total_connections = config.max_connections * max(1, connection_workers(config))
         self.shares: ConnectionShares | None = None
         self._shares_timer: asyncio.TimerHandle | None = None
         self._accepting = 0  # connections accepted whose connection_made has not run

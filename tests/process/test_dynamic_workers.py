@@ -221,3 +221,24 @@ def test_a_worker_that_dies_while_its_successor_starts_is_replaced_once(tmp_path
                    what="the successor serving")
         time.sleep(1)
         assert children_of(proc.pid) == {successor}, process_log(proc)
+
+
+def test_the_connections_are_max_workers_shares_and_get_values_says_so(tmp_path: Path) -> None:
+    """With --pm ondemand -w is only how many start (none): the server holds --max-workers
+    shares of --max-connections, GET_VALUES says so, and the one worker running holds
+    more than its own share while no other holds any (it used to report and hold one)."""
+    with server_on_unix_socket(tmp_path, SLOW_APP, "--pm", "ondemand", "--max-workers", "3",
+                               "--max-connections", "2", *FAST) as (proc, address, log):
+        values = FastCGIClient(address, timeout=10).get_values()
+        assert values["FCGI_MAX_CONNS"] == "6" and values["FCGI_MAX_REQS"] == "6", values
+        clients = [FastCGIClient(address, timeout=10, keep_alive=True) for _ in range(4)]
+        try:
+            for client in clients:  # four kept-alive connections, idle between requests
+                assert client.request("GET", "/pid").status == 200
+            time.sleep(0.5)
+            assert all(client.request("GET", "/pid").status == 200 for client in clients)
+            assert len(children_of(proc.pid)) == 1
+            assert "closing an idle connection" not in log.read_text()
+        finally:
+            for client in clients:
+                client.close()
