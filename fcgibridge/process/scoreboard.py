@@ -47,15 +47,16 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 _COUNTS = f"{len(BUCKETS) + 1}Q"
 
 # Header: start time (wall clock), number of slots, then the totals of retired slots
-# (accepted connections, requests served, slow requests, times at capacity), then how
+# (accepted connections, requests served, slow requests, times at capacity, requests
+# refused past --limit-concurrency), then how
 # often the supervisor wanted another worker past --max-workers (PHP-FPM's "max children
 # reached", written by the supervisor only), the most workers seen busy at once and the
 # longest listen queue seen (written by whoever sees them, under the header's lock), and
 # the retired slots' request-duration histogram (bucket counts, sum of durations). Then one
 # byte per slot, 1 while its worker has a request in flight (the busy map), padded to 8.
-_HEADER = struct.Struct(f"=dI4xQQQQQQQ{_COUNTS}d")
+_HEADER = struct.Struct(f"=dI4xQQQQQQQQ{_COUNTS}d")
 _OFF_BUSY = _HEADER.size
-_TOTALS = struct.Struct("=QQQQ")
+_TOTALS = struct.Struct("=QQQQQ")
 _OFF_TOTALS = 16
 _OFF_MAX_CHILDREN = _OFF_TOTALS + _TOTALS.size
 _OFF_PEAKS = _OFF_MAX_CHILDREN + 8
@@ -65,10 +66,11 @@ _HISTOGRAM = struct.Struct(f"={_COUNTS}d")
 # Slot: pid, state, in flight, max in flight, accepted, served, slow, saturated,
 # request start (wall clock), last duration, method, uri; then when the slot was claimed
 # (wall clock), the CPU time (s) and the peak RSS (bytes) of the worker's last request,
-# and its request-duration histogram (bucket counts, sum of durations).
+# the requests it refused past --limit-concurrency, and its request-duration histogram
+# (bucket counts, sum of durations).
 _SLOT_HEAD = struct.Struct("=iIIIQQQQdd8s")
 URI_SIZE = 240
-_SLOT_TAIL = struct.Struct(f"=ddQ{_COUNTS}d")
+_SLOT_TAIL = struct.Struct(f"=ddQQ{_COUNTS}d")
 _SLOT = struct.Struct(_SLOT_HEAD.format + f"{URI_SIZE}s" + _SLOT_TAIL.format[1:])
 
 STATES = ("free", "idle", "busy")
@@ -87,9 +89,11 @@ _OFF_DURATION = 56
 _OFF_METHOD = 64
 _OFF_URI = 72
 _OFF_USAGE = _OFF_URI + URI_SIZE + 8  # last request's CPU time and peak RSS
-_OFF_BUCKETS = _OFF_USAGE + 16
+_OFF_REFUSED = _OFF_USAGE + 16
+_OFF_BUCKETS = _OFF_REFUSED + 8
 _OFF_DURATION_SUM = _OFF_BUCKETS + 8 * (len(BUCKETS) + 1)
 assert _SLOT.size == _OFF_DURATION_SUM + 8
+assert _HEADER.size == _OFF_HISTOGRAM + _HISTOGRAM.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class SlotView:
     durations: tuple[int, ...] = ()
     #: Seconds all of them took together.
     duration_sum: float = 0.0
+    #: Requests it answered 503 past ``--limit-concurrency``.
+    refused: int = 0
 
     @property
     def number(self) -> int:
@@ -153,6 +159,8 @@ class Totals:
     #: The request-duration histogram over every slot, retired ones included (not cumulative).
     durations: tuple[int, ...] = ()
     duration_sum: float = 0.0
+    #: Requests answered 503 past ``--limit-concurrency``.
+    refused: int = 0
 
 
 class Scoreboard:
@@ -248,7 +256,7 @@ class Scoreboard:
                 self._retire(index)
                 self.map[_OFF_BUSY + index] = 0
                 _SLOT.pack_into(self.map, offset, os.getpid(), IDLE, 0, 0, 0, 0, 0, 0, 0.0, 0.0, b"", b"",
-                                time.time(), 0.0, 0, *_NO_COUNTS, 0.0)
+                                time.time(), 0.0, 0, 0, *_NO_COUNTS, 0.0)
             return Slot(self, index, offset)
         log.warning("the scoreboard's %d slots are all taken: worker pid %d serves, but the status page, "
                     "--pm and --timeout's hard kill do not see it (fewer workers, or a restart with a larger -w)",
@@ -259,26 +267,27 @@ class Scoreboard:
         """Move the counters a previous owner left in slot *index* into the header totals
         (the caller holds the header's lock)."""
         old = self.read_slot(index)
-        if not (old.accepted or old.served or old.slow or old.saturated):
+        if not (old.accepted or old.served or old.slow or old.saturated or old.refused):
             return
-        accepted, served, slow, saturated = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
+        accepted, served, slow, saturated, refused = _TOTALS.unpack_from(self.map, _OFF_TOTALS)
         _TOTALS.pack_into(self.map, _OFF_TOTALS, accepted + old.accepted, served + old.served,
-                          slow + old.slow, saturated + old.saturated)
+                          slow + old.slow, saturated + old.saturated, refused + old.refused)
         *counts, total = _HISTOGRAM.unpack_from(self.map, _OFF_HISTOGRAM)
         _HISTOGRAM.pack_into(self.map, _OFF_HISTOGRAM, *_add(counts, old.durations), total + old.duration_sum)
 
     def read_slot(self, index: int) -> SlotView:
         (pid, state, in_flight, max_in_flight, accepted, served, slow, saturated, start, duration, method,
-         uri, started, last_cpu, last_memory, *counts, duration_sum) = _SLOT.unpack_from(self.map, self._offset(index))
+         uri, started, last_cpu, last_memory, refused, *counts, duration_sum) = _SLOT.unpack_from(
+            self.map, self._offset(index))
         return SlotView(index, pid, STATES[state] if state < len(STATES) else "free", in_flight, max_in_flight,
                         accepted, served, slow, saturated, start, duration,
                         method.rstrip(b"\0").decode("latin-1"), uri.rstrip(b"\0").decode("utf-8", "replace"),
-                        started, last_cpu, last_memory, tuple(counts), duration_sum)
+                        started, last_cpu, last_memory, tuple(counts), duration_sum, refused)
 
     def read(self) -> tuple[Totals, list[SlotView]]:
         """The totals (retired slots plus every slot) and every slot ever used."""
         with self._header_locked(shared=True):  # not while a new worker moves a slot into the totals
-            (start, _, accepted, served, slow, saturated, max_children, max_active, max_queue, *counts,
+            (start, _, accepted, served, slow, saturated, refused, max_children, max_active, max_queue, *counts,
              duration_sum) = _HEADER.unpack_from(self.map, 0)
             views = [self.read_slot(index) for index in range(self.slots)]
         used = [view for view in views if view.pid]
@@ -287,7 +296,7 @@ class Scoreboard:
         totals = Totals(start, accepted + sum(v.accepted for v in used), served + sum(v.served for v in used),
                         slow + sum(v.slow for v in used), saturated + sum(v.saturated for v in used),
                         max_children, max_active, max_queue, tuple(counts),
-                        duration_sum + sum(v.duration_sum for v in used))
+                        duration_sum + sum(v.duration_sum for v in used), refused + sum(v.refused for v in used))
         return totals, used
 
 
@@ -321,6 +330,7 @@ class Slot:
         "index",
         "max_in_flight",
         "offset",
+        "refused",
         "saturated",
         "served",
         "shown",
@@ -339,7 +349,7 @@ class Slot:
         #: are kept (a scoreboard without one serves the scaler and --timeout, which need neither).
         self.shown = True
         self.in_flight = self.max_in_flight = 0
-        self.accepted = self.served = self.slow = self.saturated = 0
+        self.accepted = self.served = self.slow = self.saturated = self.refused = 0
         self.counts = list(_NO_COUNTS)
         self.duration_sum = 0.0
 
@@ -391,6 +401,11 @@ class Slot:
         this on almost every request)."""
         self.board.note_peaks(self.board.busy_workers(), None)
         self._peak = int(struct.unpack_from("=Q", self._map, _OFF_PEAKS)[0])
+
+    def request_refused(self) -> None:
+        """A request was answered 503 past ``--limit-concurrency`` (it is served as well)."""
+        self.refused += 1
+        _Q.pack_into(self._map, self.offset + _OFF_REFUSED, self.refused)
 
     def request_usage(self, cpu: float, memory: int) -> None:
         """What the last request cost: *cpu* seconds of CPU time, the peak RSS *memory* (bytes).

@@ -162,6 +162,11 @@ class Observer:
                 return True
         return False
 
+    def request_refused(self, stream: RequestStream) -> None:
+        """The connection layer answered the request 503 past ``--limit-concurrency``."""
+        if self.slot is not None:
+            self.slot.request_refused()
+
     def book(self, stream: ObservedStream) -> None:
         """The request is over: its duration, and the scoreboard (once per request)."""
         if stream.booked:
@@ -277,6 +282,7 @@ def _worker(s: SlotView, now: float) -> dict[str, Any]:
         "pid": s.pid,
         "state": "busy" if busy else "idle",
         "requests": s.served,
+        "refused_requests": s.refused,
         "accepted_conn": s.accepted,
         "in_flight": s.in_flight,
         "request_method": s.method,
@@ -315,6 +321,7 @@ def status_report(config: Config, totals: Totals, slots: list[SlotView],
         "in_flight_requests": sum(w["in_flight"] for w in workers),
         "max_workers_reached": totals.saturated,
         "slow_requests": totals.slow,
+        "refused_requests": totals.refused,
         "process_manager": config.pm,
         "max_active_workers": max(totals.max_active_workers, active),
         "max_listen_queue": _most(totals.max_listen_queue, queue),
@@ -363,6 +370,7 @@ _SERVER_METRICS = {
     "in_flight_requests": ("gauge", "Requests in flight in all workers.", ""),
     "max_workers_reached": ("counter", "Requests that started while their worker was at capacity.", ""),
     "slow_requests": ("counter", "Requests that ran longer than --slowlog-timeout.", ""),
+    "refused_requests": ("counter", "Requests answered 503 past --limit-concurrency.", ""),
     "max_children_reached": ("counter", "Times another worker was wanted past --max-workers.", ""),
 }
 
@@ -370,6 +378,8 @@ _SERVER_METRICS = {
 _WORKER_METRICS = {
     "pid": ("pid", "gauge", "The process id of the worker in this slot.", ""),
     "requests": ("requests", "counter", "Requests served by one worker.", ""),
+    "refused_requests": ("refused_requests", "counter", "Requests one worker answered 503 past --limit-concurrency.",
+                         ""),
     "accepted_conn": ("accepted_conn", "counter", "Connections accepted by one worker.", ""),
     "in_flight": ("in_flight", "gauge", "Requests in flight in one worker.", ""),
     "request_duration": ("request_duration_seconds", "gauge",

@@ -111,6 +111,9 @@ class RequestObserver(Protocol):
 
     def request_done(self, stream: RequestStream) -> None: ...
 
+    def request_refused(self, stream: RequestStream) -> None:
+        """The request was answered 503 past --limit-concurrency (before it ends)."""
+
 
 @dataclass
 class WorkerState:
@@ -545,6 +548,8 @@ class FastCGIProtocol:
         log.log(level, "refused request %s: %d requests in flight (--limit-concurrency %d); %d refused so far",
                 stream.params.get("REQUEST_URI", stream.request_id), state.active_requests - 1,
                 state.limit_concurrency, state.refused)
+        if state.observer is not None:  # the status page counts them
+            state.observer.request_refused(stream)
         stream.end(OVERLOADED_RESPONSE, app_status=1)
 
     def _abort(self, request_id: int, why: str) -> None:

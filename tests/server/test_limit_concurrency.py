@@ -118,3 +118,34 @@ def test_no_limit_by_default() -> None:
         gate.open()
         assert [f.result(15).status for f in futures] == [200, 200, 200]
         assert server.state.refused == 0
+
+
+def test_refused_requests_on_the_status_page_of_real_workers() -> None:
+    """A supervised worker process (--timeout), --limit-concurrency 1: a request past the limit is refused by
+    its worker, and the status page (JSON and Prometheus, as prometheus_client reads it)
+    counts it for the server and for that worker's slot."""
+    import json
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from support import free_port, request_in_thread, run_fcgibridge
+
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("tests.apps.pm_app:app", "-b", address, "-w", "1", "--timeout", "30",
+                        "--limit-concurrency", "1", "--status-path", "/status", address=address):
+        thread, result = request_in_thread(address, "/slow?s=2")
+        try:
+            client = FastCGIClient(address, timeout=5)
+            wait_until(lambda: json.loads(client.request("GET", "/status?json").body)["active_workers"] == 1,
+                       10, "the slow request in flight")
+            assert client.request("GET", "/pid").status == 503
+            report = json.loads(client.request("GET", "/status?json").body)
+            assert report["refused_requests"] == 1, report
+            assert [w["refused_requests"] for w in report["workers"]] == [1], report
+            metrics = client.request("GET", "/status?prometheus").body.decode()
+            values = {(s.name, tuple(s.labels.items())): s.value
+                      for family in text_string_to_metric_families(metrics) for s in family.samples}
+            assert values[("fcgibridge_refused_requests_total", ())] == 1
+            assert values[("fcgibridge_worker_refused_requests_total", (("worker", "1"),))] == 1
+        finally:
+            thread.join(15)
+    assert result and result[0].status == 200, result
