@@ -250,3 +250,36 @@ def test_the_report_shows_the_board_s_header_and_both_metric_formats_parse() -> 
     assert families["fcgibridge_max_children_reached"].type == "counter"
     assert families["fcgibridge_worker_rss_bytes"].unit == "bytes"
     assert [s.value for s in families["fcgibridge_worker_in_flight"].samples] == [0, 1]
+
+
+def test_full_listen_queues_of_unix_and_tcp(tmp_path: Path) -> None:
+    """Listeners with a backlog of 2 and ten connections tried, none accepted: the kernel
+    queues backlog + 1 (a unix connect past that fails with EAGAIN, a TCP one stays a SYN
+    retried), and sock_diag and /proc tell that many waiting, with the backlog."""
+    machine_has(netlink_works(), "sock_diag netlink")
+    clients: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX) as unix, socket.socket() as tcp:
+        unix.bind(str(tmp_path / "full.sock"))
+        unix.listen(2)
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(2)
+        try:
+            refused = 0
+            for _ in range(10):
+                clients.append(socket.socket(socket.AF_UNIX))
+                clients[-1].setblocking(False)
+                try:
+                    clients[-1].connect(str(tmp_path / "full.sock"))
+                except BlockingIOError:
+                    refused += 1
+                clients.append(socket.socket())
+                clients[-1].setblocking(False)
+                clients[-1].connect_ex(tcp.getsockname())
+            assert refused == 7
+            wanted = {inode(unix): sockdiag.Queue(3, 2), inode(tcp): sockdiag.Queue(3, 2)}
+            wait_until(lambda: sockdiag.listen_queues(list(wanted)) == wanted, 5, "both queues full")
+            assert sockdiag.proc_tcp_queues()[inode(tcp)] == sockdiag.Queue(3, None)
+            assert status.listen_queue_state(list(wanted)) == (6, 2)
+        finally:
+            for client in clients:
+                client.close()
