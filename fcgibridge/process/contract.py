@@ -32,6 +32,9 @@ What a worker reports, in the order it may report it:
 2. :attr:`Report.REPLACE_ME`, at most once: it wants a successor (SIGHUP without a
    restart hook, ``--max-requests`` reached, a request past ``--timeout`` in a thread
    that cannot be stopped). It keeps serving until the parent retires it.
+   :attr:`Report.FIRST_REQUEST`, once, as its first request starts (before the app
+   runs it): from then on the parent does not count its death towards a crash loop (the
+   app starts and serves; a request killed it: a crash in C, the OOM killer).
 3. :attr:`Report.STOPPING` when it begins a stop, graceful or fast; it exits after it.
 4. :attr:`Report.VETO` instead, when its app's ``stop()`` hook refused a SIGTERM stop:
    it keeps serving, and a later SIGTERM asks the hook again.
@@ -63,6 +66,7 @@ class Report(bytes, enum.Enum):
 
     READY = b"1"
     REPLACE_ME = b"R"
+    FIRST_REQUEST = b"Q"
     STOPPING = b"S"
     VETO = b"V"
 

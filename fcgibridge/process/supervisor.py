@@ -79,8 +79,12 @@ Rule 7. A worker's exit, unless the server is stopping, is read by its phase: RE
         the worker's exit code (or ``BOOT_FAILED``). REPLACING: the reloaded app does not
         start, and its predecessor serves on. Otherwise it died: the count is made up
         again, and after :data:`MAX_QUICK_DEATHS` quick deaths in a row the server stops
-        with ``BOOT_FAILED``. Status bytes still unread at the exit move its phase
-        first (the table only, without Rule 2's retiring).
+        with ``BOOT_FAILED``. A death is quick within :data:`QUICK_DEATH` of the fork, and
+        only before the worker's first request (``Q``): one a request kills (a crash in C,
+        the OOM killer) is not the app failing to start, and five such requests must not
+        stop the server (with ondemand every worker is forked for a request). Status
+        bytes still unread at the exit move its phase first (the table only, without
+        Rule 2's retiring).
 
 Rule 8. While no worker is STARTING or SERVING and the supervisor was given listening
         sockets to watch (``--pm`` dynamic or ondemand), the parent watches them for
@@ -184,9 +188,13 @@ class WorkerProcess:
         #: The worker a REPLACING one takes the place of (Rules 1 and 2).
         self.replaces = replaces
         self.kill_at: float | None = None  # SIGKILL past this time
+        #: It started a request (FIRST_REQUEST): its death is not a crash loop's (Rule 7).
+        self.served = False
 
     def reported(self, what: Report) -> None:
         """Move the phase as the table says for ``what``; no row: it stays."""
+        if what is Report.FIRST_REQUEST:
+            self.served = True
         self.phase = AFTER_REPORT.get((self.phase, what), self.phase)
 
 
@@ -560,6 +568,8 @@ class Supervisor:
                     worker.kill_at = time.monotonic() + self.graceful_timeout + KILL_GRACE
             elif what is Report.VETO:
                 self._vetoed(worker)
+            elif what is Report.FIRST_REQUEST:
+                worker.reported(what)
 
     def _on_ready(self, worker: WorkerProcess) -> None:
         """Rule 2."""
@@ -644,7 +654,8 @@ class Supervisor:
                       "worker %d keeps serving", worker.pid, code, worker.replaces.pid)
             return
         log.error("worker %d died (exit code %d); starting a new one", worker.pid, code)
-        self.quick_deaths = self.quick_deaths + 1 if time.monotonic() - worker.started < QUICK_DEATH else 0
+        quick = not worker.served and time.monotonic() - worker.started < QUICK_DEATH
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
         if self.quick_deaths >= MAX_QUICK_DEATHS:
             log.error("workers keep dying right after starting; stopping")
             self.exit_code = ExitCode.BOOT_FAILED

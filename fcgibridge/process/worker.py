@@ -273,6 +273,21 @@ class Worker:
             state.on_done = count
         if self.hooks is not None:
             self._install_server_hooks(state, self.hooks)
+        if self._report is not None:
+            self._report_first_request(state)
+
+    def _report_first_request(self, state: WorkerState) -> None:
+        """Tell the supervisor once, as the first request starts, then step aside: the
+        requests after it cost nothing here."""
+        then = state.on_start
+
+        def first(stream: RequestStream) -> None:
+            state.on_start = then
+            self._tell(Report.FIRST_REQUEST)
+            if then is not None:
+                then(stream)
+
+        state.on_start = first
 
     @staticmethod
     def _install_server_hooks(state: WorkerState, hooks: Hooks) -> None:

@@ -29,7 +29,7 @@ from support import (
     wait_until,
 )
 
-from fcgibridge.client import FastCGIClient
+from fcgibridge.client import ConnectionClosed, FastCGIClient
 from fcgibridge.process import scoreboard
 
 SLOW_APP = "tests.apps.slow_app:app"
@@ -242,3 +242,17 @@ def test_the_connections_are_max_workers_shares_and_get_values_says_so(tmp_path:
         finally:
             for client in clients:
                 client.close()
+
+
+def test_ondemand_survives_requests_that_kill_their_worker(tmp_path: Path) -> None:
+    """Each worker is forked for a connection, so a request that kills its worker (a
+    crash in C, the OOM killer; /crash exits here) dies within the quick-death time:
+    five of them used to stop the whole server as a crash loop."""
+    with server_on_unix_socket(tmp_path, "tests.apps.pm_app:app", "--pm", "ondemand", *FAST) as (proc, address,
+                                                                                                  log):
+        for _ in range(8):
+            with pytest.raises(ConnectionClosed):  # the worker dies under the request
+                FastCGIClient(address, timeout=10).request("GET", "/crash")
+        assert proc.poll() is None, log.read_text()
+        assert FastCGIClient(address, timeout=10).request("GET", "/pid").status == 200
+        assert "keep dying" not in log.read_text()

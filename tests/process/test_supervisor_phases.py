@@ -203,6 +203,18 @@ def test_quick_deaths_stop_the_server(harness: Harness) -> None:
     assert harness.sup.exit_code == ExitCode.BOOT_FAILED
 
 
+def test_deaths_after_a_first_request_are_no_crash_loop(harness: Harness) -> None:
+    """Rule 7: a worker a request kills (it said Q) is replaced however soon it died; the
+    unread Q of a worker that died at once counts too."""
+    harness.ready()
+    for n in range(2 * sup.MAX_QUICK_DEATHS):
+        (worker,) = harness.sup.workers.values()
+        harness.say(worker, Report.READY, Report.FIRST_REQUEST, read=n % 2 == 0)
+        harness.exit(worker, 137)
+    assert harness.sup.stopping_since is None and harness.sup.quick_deaths == 0
+    assert len(harness.sup.workers) == 1
+
+
 def test_ttin_and_ttou_keep_the_count_within_its_bounds(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "fcgibridge.supervisor")
     harness.sup.least, harness.sup.most = 0, 2
