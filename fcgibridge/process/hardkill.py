@@ -23,7 +23,7 @@ On every supervisor tick (about once a second) :class:`HardKill`:
 2. on a later tick, at least :data:`STACK_WAIT` after the signal, SIGKILLs the worker
    with :meth:`Supervisor.kill`, which logs an error naming the pid, the request (method,
    URI) and how long it ran; the worker is replaced like one that died. A worker whose
-   request ended in between (its slot moved on) is left alone.
+   slot moved on in between (a request ended or started: its loop runs) is left alone.
 
 The request named is the latest one the worker started: the one holding the loop, but
 for the rare case of two that started in the same turn of the loop before the first of
@@ -135,8 +135,10 @@ class HardKill(SupervisorEvents):
             if supervisor.workers.get(pid) is not stuck.worker:
                 continue  # gone meanwhile
             current = self.board.read_slot(stuck.view.index)
-            if (current.pid != pid or current.in_flight <= 0
+            if (current.pid != pid or current.in_flight <= 0 or current.served != stuck.view.served
                     or current.request_start != stuck.view.request_start):
+                # A request ended (served moved, even with another still in flight): the
+                # loop runs again, and ends what is left past --timeout itself.
                 log.info("worker %d moved on after all (its request ended); not killing it", pid)
                 continue
             running = time.time() - current.request_start

@@ -76,9 +76,10 @@ def test_without_a_slow_log_the_stack_goes_to_the_error_log() -> None:
         assert "in stuck_in_the_app" in log and "in asgi_app" in log, log
 
 
-@pytest.mark.parametrize("ends_in_between", [False, True], ids=["still-stuck", "ended-after-the-signal"])
+@pytest.mark.parametrize("ends_in_between", [False, True, "another-in-flight"],
+                         ids=["still-stuck", "ended-after-the-signal", "ended-with-an-earlier-one-in-flight"])
 def test_the_kill_follows_the_stack_signal_only_while_the_request_is_still_there(
-        monkeypatch: pytest.MonkeyPatch, ends_in_between: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, ends_in_between: bool | str) -> None:
     """In one process (the slot is this one's, the signals are recorded, not sent): a
     request past the limit gets the stack signal at once and SIGKILL a tick later, unless
     it ended in between."""
@@ -92,6 +93,8 @@ def test_the_kill_follows_the_stack_signal_only_while_the_request_is_still_there
     supervisor.workers[worker.pid] = worker
     hard_kill = HardKill(board, 0.05, 0.05)
     try:
+        if ends_in_between == "another-in-flight":
+            slot.request_started("GET", "/waiting", False)  # started first; still in flight at the end
         slot.request_started("GET", "/stuck?x=1", False)
         now = time.monotonic()
         hard_kill.tick(supervisor, now)
