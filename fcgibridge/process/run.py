@@ -27,7 +27,7 @@ from .shares import ConnectionShares
 from .status import ScoreboardSampler
 from .status_listener import StatusListenerEvents
 from .supervisor import Supervisor, SupervisorEvents
-from .systemd import SystemdNotifier, Watchdog, notify_socket_set, sd_notify
+from .systemd import LoopLiveness, SystemdNotifier, Watchdog, notify_socket_set, sd_notify
 from .worker import run_worker
 
 log = logging.getLogger("fcgibridge.server")
@@ -75,9 +75,11 @@ def run(config: Config) -> int:
         if not supervised:
             if identity is not None:  # where a worker would begin: bound, pid file and logs written
                 identity.drop()
-            watchdog = Watchdog.from_environ()
+            liveness = LoopLiveness()  # pets only while the loop runs: a blocked one is a hang
+            watchdog = Watchdog.from_environ(liveness)
 
             def ready() -> None:
+                liveness.attach()
                 _notify_ready()
                 hooks.when_ready()
 

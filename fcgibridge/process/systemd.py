@@ -7,7 +7,8 @@ STATUS= line as the counts change, RELOADING=1 on SIGHUP and READY=1 again once 
 workers serve, STOPPING=1 as the stop begins. A :class:`Watchdog` thread sends
 WATCHDOG=1 every half ``$WATCHDOG_USEC`` while the supervisor loop keeps ticking.
 Without a supervisor, :func:`run.run` sends READY=1 and STOPPING=1 (as the worker's stop
-begins) itself and runs the watchdog alone.
+begins) itself and runs the watchdog alone, petting while the process's event loop still
+runs callbacks (:class:`LoopLiveness`), so a loop held by a blocking call is seen.
 
 Every message is one datagram to ``$NOTIFY_SOCKET``; nothing is sent when it is unset,
 so all of this costs nothing outside systemd.
@@ -15,6 +16,7 @@ so all of this costs nothing outside systemd.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -98,6 +100,37 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class LoopLiveness:
+    """A single process's watchdog check: its event loop still runs callbacks.
+
+    Each check (from the watchdog thread) schedules a stamp on the loop and says whether
+    the last one ran within :data:`STALL_AFTER`. Alive until :meth:`attach` (the loop
+    starts serving: startup may take long) and once the loop is closed (the process ends).
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.last = time.monotonic()
+
+    def attach(self) -> None:
+        """Watch the running loop (call it in the loop)."""
+        self.last = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+
+    def _stamp(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        loop = self.loop
+        if loop is None:
+            return True
+        try:
+            loop.call_soon_threadsafe(self._stamp)
+        except RuntimeError:  # closed
+            return True
+        return time.monotonic() - self.last < STALL_AFTER
 
 
 class SystemdNotifier(SupervisorEvents):

@@ -128,6 +128,28 @@ def test_single_process_says_stopping_as_the_stop_begins(notify: NotifySocket) -
     assert [m for _, m in notify.seen].count("STOPPING=1") == 1
 
 
+def test_single_process_watchdog_stops_while_its_loop_is_blocked(notify: NotifySocket) -> None:
+    """--sync: a 6 s request holds the one process's event loop. WATCHDOG=1 (every 0.2 s)
+    stops within STALL_AFTER (3 s), so systemd would see the hang; it had gone on, from a
+    thread that knew nothing of the loop. Once the request ends, it pets again."""
+    from support import request_in_thread
+
+    address = f"127.0.0.1:{free_port()}"
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    with run_fcgibridge(APP, "-b", address, "--sync", address=address, env=env):
+        notify.wait_for("READY=1")
+        assert "WATCHDOG=1" in notify.collect(0.5)
+        thread, result = request_in_thread(address, "/slow?s=6")
+        began = time.monotonic()
+        pets = []  # when each WATCHDOG=1 came, read as it comes
+        while time.monotonic() - began < 5:
+            pets += [time.monotonic() - began for message in notify.collect(0.05) if message == "WATCHDOG=1"]
+        assert pets and not [t for t in pets if 3.6 < t < 5], f"petted while the loop was blocked: {pets}"
+        thread.join(15)
+        assert result and result[0].status == 200, result
+        assert "WATCHDOG=1" in notify.collect(1.0)
+
+
 def test_watchdog_pid_of_another_process_means_no_watchdog(notify: NotifySocket) -> None:
     address = f"127.0.0.1:{free_port()}"
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
