@@ -82,6 +82,10 @@ def check(config: Config) -> None:
                         f"({config.max_spare_workers})")
     if config.pm == "dynamic" and config.min_workers > most_workers(config):
         raise UserError(f"--min-workers ({config.min_workers}) is more than --max-workers ({most_workers(config)})")
+    if config.pm == "dynamic" and config.min_spare_workers > most_workers(config):
+        # It would want spares it can never have: "max children reached" every second, idle.
+        raise UserError(f"--min-spare-workers ({config.min_spare_workers}) is more than --max-workers "
+                        f"({most_workers(config)})")
 
 
 @dataclass

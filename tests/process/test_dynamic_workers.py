@@ -182,12 +182,17 @@ def test_the_parent_watches_its_workers_through_pidfds_or_sigchld(reaping: str) 
         assert "died (exit code 137)" in process_log(proc)
 
 
-def test_spare_bounds_that_contradict_each_other_are_an_error() -> None:
-    proc = subprocess.run(fcgibridge_command(SLOW_APP, "-b", f"127.0.0.1:{free_port()}", "--pm", "dynamic",
-                                             "--min-spare-workers", "4", "--max-spare-workers", "2"),
+@pytest.mark.parametrize(("bounds", "error"), [
+    (("--min-spare-workers", "4", "--max-spare-workers", "2"),
+     "--min-spare-workers (4) is more than --max-spare-workers (2)"),
+    (("--min-spare-workers", "3", "--max-spare-workers", "3", "--max-workers", "2"),
+     "--min-spare-workers (3) is more than --max-workers (2)"),
+], ids=["spares", "spares-past-max-workers"])
+def test_spare_bounds_that_contradict_each_other_are_an_error(bounds: tuple[str, ...], error: str) -> None:
+    proc = subprocess.run(fcgibridge_command(SLOW_APP, "-b", f"127.0.0.1:{free_port()}", "--pm", "dynamic", *bounds),
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=30)
     assert proc.returncode == 2
-    assert "error: --min-spare-workers (4) is more than --max-spare-workers (2)" in proc.stderr.decode()
+    assert f"error: {error}" in proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
 
 
@@ -256,3 +261,20 @@ def test_ondemand_survives_requests_that_kill_their_worker(tmp_path: Path) -> No
         assert proc.poll() is None, log.read_text()
         assert FastCGIClient(address, timeout=10).request("GET", "/pid").status == 200
         assert "keep dying" not in log.read_text()
+
+
+@pytest.mark.usefixtures("reaping")
+def test_workers_that_die_together_are_all_reaped_and_replaced() -> None:
+    """Signals coalesce: one SIGCHLD may stand for several exits, and each must be seen
+    (an exit missed leaves the count short, and a stop would wait for it for good)."""
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(SLOW_APP, "-b", address, "-w", "4", address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 4)
+        victims = children_of(proc.pid)
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(children_of(proc.pid) - victims) == 4 and not children_of(proc.pid) & victims,
+                   what="four new workers")
+        stop_process(proc)
+        assert proc.returncode == 0, process_log(proc)
+        assert process_log(proc).count("died (exit code 137)") == 4
