@@ -22,6 +22,8 @@ The order, as :func:`fcgibridge.process.run.run` follows it:
    loaded as root, in the master, as with a supervisor). A single process that dropped
    may not be allowed to remove its pid file and socket files at exit: the next start
    replaces a pid file naming a dead process, and a stale socket file, anyway.
+5. Before that drop, and in the master after each SIGUSR1 reopen, the log files the
+   workers open by name are given to ``--user`` (:meth:`Identity.own_log_files`).
 """
 
 from __future__ import annotations
@@ -147,6 +149,28 @@ class Identity:
 
     def describe(self) -> str:
         return f"{user_name(self.uid)}:{group_name(self.gid)}"
+
+    def own_log_files(self, config: Config) -> None:
+        """Make the log files a worker opens or reopens by path the workers' (gunicorn
+        does the same): ``--access-log`` and ``--slowlog`` (opened in each worker, after
+        the drop), ``--error-log`` and ``--log-config``'s files (reopened by the workers
+        on SIGUSR1). Created when missing, so that a file the root master makes (the
+        hard kill's slow-log line, a reopen after a rotation) is not root's only. Run as
+        root before the first fork, and again after each reopen, before the workers reopen."""
+        paths = [config.access_log if config.access_log != "-" else "", config.slowlog, config.error_log]
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger):
+                paths += [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        for path in dict.fromkeys(p for p in paths if p):
+            try:
+                # O_NOFOLLOW and fchown: a symlink put in the file's place is not followed.
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                try:
+                    os.fchown(fd, self.uid if self.has_user else -1, self.gid)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise UserError(f"cannot give the log file {path} to {self.describe()}: {exc.strerror}") from None
 
 
 def _user(text: str) -> tuple[int, str | None, int | None]:

@@ -61,6 +61,8 @@ def run(config: Config) -> int:
     try:
         if pidfile is not None:
             pidfile.write()
+        if identity is not None:
+            identity.own_log_files(config)  # the workers open them as --user
         for sock in listeners:
             log.info("listening on %s", describe(sock))
         preloaded = load_or_exit(config) if config.preload else None
@@ -96,7 +98,7 @@ def run(config: Config) -> int:
                 watchdog.stop()
             _exit_past_stuck_threads(code, own_socket_files, lambda: _finish(hooks, pidfile))
             return code
-        return _supervise(config, work, supervisor_events(config, runtime, listeners, hooks))
+        return _supervise(config, work, supervisor_events(config, runtime, listeners, hooks), identity)
     finally:
         _finish(hooks, pidfile)
         _remove_socket_files(own_socket_files)
@@ -134,12 +136,22 @@ def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.s
     return events
 
 
-def _supervise(config: Config, work: Callable[..., int], events: list[SupervisorEvents]) -> int:
+def _supervise(config: Config, work: Callable[..., int], events: list[SupervisorEvents],
+               identity: Identity | None = None) -> int:
     def child(report: Callable[[Report], None]) -> int:
         return work(lambda: report(Report.READY), report)
 
-    supervisor = Supervisor(config.workers, child, config.graceful_timeout,
-                            on_reopen=reopen_logs, events=events)
+    def reopen() -> None:
+        """SIGUSR1 in the master: its own log files, then (before the workers reopen
+        theirs) a file it made anew, as root, given to --user."""
+        reopen_logs()
+        if identity is not None:
+            try:
+                identity.own_log_files(config)
+            except UserError as exc:
+                log.error("%s", exc)
+
+    supervisor = Supervisor(config.workers, child, config.graceful_timeout, on_reopen=reopen, events=events)
     reloader = None
     if config.reload:
         from .reloader import Reloader

@@ -219,6 +219,42 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
     assert not sock.exists() and not (readable_dir / "app.pid").exists()  # the root master removed them
 
 
+def test_the_workers_log_files_are_theirs_through_a_rotation(readable_dir: Path) -> None:
+    """The access log and the slow log are opened by each worker, after the drop, and the
+    workers reopen every log file on SIGUSR1: in a directory only root may write to, the
+    master makes them the workers' before the first fork and after its own reopen."""
+    account = nobody()
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
+    logs = readable_dir / "logs"
+    logs.mkdir(mode=0o755)
+    address = f"127.0.0.1:{free_port()}"
+    proc = start_as_root(lib, "ops_app:app", "-b", address, "-w", "2", "--user", "nobody",
+                         "--access-log", str(logs / "access.log"), "--error-log", str(logs / "error.log"),
+                         "--slowlog", str(logs / "slow.log"), "--slowlog-timeout", "0.2",
+                         address=address, cwd=readable_dir)
+    try:
+        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        FastCGIClient(address).request("GET", "/before")
+        wait_until(lambda: "/before" in (logs / "access.log").read_text(), what="the first access log line")
+        for name in ("access.log", "error.log"):
+            (logs / name).rename(logs / f"{name}.1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: (logs / "error.log.1").read_text().count("SIGUSR1: reopening") == 3,
+                   what="the master and both workers reopening")
+        for path in ("/after/1", "/after/2", "/after/3", "/slow?s=0.5"):
+            FastCGIClient(address).request("GET", path)
+        wait_until(lambda: (logs / "access.log").read_text().count("/after/") == 3, what="the new access log")
+        wait_until(lambda: "GET /slow?s=0.5" in (logs / "slow.log").read_text(), what="the slow log")
+        for name in ("access.log", "error.log", "slow.log"):
+            assert ((logs / name).stat().st_uid, (logs / name).stat().st_gid) == (account.pw_uid, account.pw_gid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop_process(proc)
+    everything = "".join((logs / name).read_text() for name in ("error.log.1", "error.log"))
+    assert "Traceback" not in everything and "crashed" not in everything, everything
+
+
 def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
     account = nobody()
     lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
