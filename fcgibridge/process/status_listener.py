@@ -94,6 +94,9 @@ class StatusServer:
         os.set_blocking(self._wake_w, False)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: Connections closed as they came, past MAX_CONNECTIONS; when that was last logged.
+        self.refused = 0
+        self._refused_warned: float | None = None
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, None)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -175,13 +178,23 @@ class StatusServer:
                 log.warning("status listener: accept failed: %s", exc)
                 return
             if len(self.connections) >= MAX_CONNECTIONS:
-                log.warning("status listener: refused a connection, %d open", len(self.connections))
                 sock.close()
+                self._refused_connection()
                 continue
             sock.setblocking(False)
             conn = _Connection(sock, time.monotonic())
             self.connections[sock.fileno()] = conn
             self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _refused_connection(self) -> None:
+        """Count a connection closed past MAX_CONNECTIONS; warn once a minute at most (a
+        client opening connections in a loop must not flood the log)."""
+        self.refused += 1
+        now = time.monotonic()
+        if self._refused_warned is None or now - self._refused_warned >= 60:
+            self._refused_warned = now
+            log.warning("status listener: refused a connection, %d open (%d refused so far)",
+                        len(self.connections), self.refused)
 
     def _read(self, conn: _Connection) -> None:
         try:

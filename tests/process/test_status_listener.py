@@ -211,3 +211,29 @@ def test_a_request_trickled_past_the_timeout_is_closed(status_server: tuple[Stat
                 time.sleep(0.1)
                 sock.sendall(b"\x00")
         assert time.monotonic() - began < 3
+
+
+def test_connections_past_the_cap_are_refused_with_one_warning(status_server: tuple[StatusServer, str],
+                                                               caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_CONNECTIONS held, then 50 more in a loop: each is closed at once, one warning
+    is logged for all of them (one a connection flooded the log), and a request is served
+    again once the held ones close."""
+    monkeypatch.setattr(status_listener, "IDLE_TIMEOUT", 30.0)  # the held ones stay
+    server, address = status_server
+    host, port = address.rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_until(lambda: len(server.connections) == MAX_CONNECTIONS, 5, "the cap reached")
+        with caplog.at_level("WARNING", logger="fcgibridge.server"):
+            for _ in range(50):
+                with socket.create_connection((host, int(port)), timeout=5) as extra:
+                    assert extra.recv(1) == b""
+        assert sum("refused a connection" in r.getMessage() for r in caplog.records) == 1, caplog.text
+        assert server.refused == 50
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(lambda: not server.connections, 5, "the held connections gone")
+    response, _ = ask(address, "/?json")
+    assert response.status == 200
