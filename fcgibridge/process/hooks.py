@@ -19,7 +19,8 @@ Where each runs (docs/hooks.md has the table and an OpenTelemetry example):
   ``post_worker_init(config, worker)`` once the app is built and before its startup (the
   ASGI lifespan) and before it serves, ``pre_request(worker, request)`` and
   ``post_request(worker, request)`` around each request (on the event loop thread),
-  ``worker_exit(config, worker)`` as the worker process is about to exit.
+  ``worker_exit(config, worker)`` as the worker process is about to exit, on every way
+  out but SIGKILL (an app that does not import too).
 
 A single process (no supervisor) runs them all but ``post_fork`` and ``child_exit``.
 

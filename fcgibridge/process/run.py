@@ -187,15 +187,18 @@ def _worker_body(runtime: Runtime, listeners: list[socket.socket],
 
     def work(on_ready: Callable[[], None] | None, report: Callable[[Report], None] | None = None,
              on_stopping: Callable[[], None] | None = None) -> int:
-        loaded = preloaded if preloaded is not None else load_or_exit(runtime.config)
-        if isinstance(loaded, int):
-            return loaded
         try:
+            loaded = preloaded if preloaded is not None else load_or_exit(runtime.config)
+            if isinstance(loaded, int):
+                return loaded
             return run_worker(runtime, listeners, loaded, on_ready=on_ready, report=report, reopen_logs=reopen_logs,
                               shares=shares, hooks=hooks, on_stopping=on_stopping)
         except LifespanFailure as exc:
             print(f"fcgibridge: error: the app's lifespan startup failed: {exc}", file=sys.stderr)
             return ExitCode.BOOT_FAILED
+        finally:  # every way out, an app that does not import included (post_fork ran)
+            if hooks is not None:
+                hooks.worker_exit()
 
     return work
 

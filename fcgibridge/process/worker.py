@@ -27,7 +27,7 @@ The app takes part through its :class:`~fcgibridge.server.lifecycle.Lifecycle` (
 
 What a worker and its supervisor tell each other is written down once, in
 :mod:`~fcgibridge.process.contract`. The server hooks it runs (``post_worker_init``,
-``pre_request``, ``post_request``, ``worker_exit``) are :mod:`~fcgibridge.process.hooks`'.
+``pre_request``, ``post_request``; ``worker_exit`` is run.py's) are :mod:`~fcgibridge.process.hooks`'.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def run_worker(
 ) -> int:
     """Serve until stopped; returns the process exit code. *shares*: the workers' table
     of open connections, made before they forked (with more than one worker). *hooks*:
-    the server hooks (``worker_exit`` runs here, as the worker is about to exit).
+    the server hooks (``worker_exit`` is the caller's, as it runs also for an app that
+    does not import).
     *on_stopping*: called once as the stop begins, before what is in flight finishes (a
     single process tells systemd STOPPING=1 there)."""
     worker = Worker(loaded, listeners, runtime)
@@ -106,12 +107,8 @@ def run_worker(
     worker.reopen_logs = reopen_logs
     worker.shares = shares
     worker.hooks = hooks or None
-    try:
-        with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
-            return runner.run(worker.serve(on_ready, report))
-    finally:
-        if worker.hooks is not None:
-            worker.hooks.worker_exit()
+    with asyncio.Runner(loop_factory=functools.partial(new_event_loop, runtime.config.loop)) as runner:
+        return runner.run(worker.serve(on_ready, report))
 
 
 class Worker:

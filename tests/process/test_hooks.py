@@ -141,6 +141,28 @@ def test_a_failing_post_worker_init_stops_the_boot(tmp_path: Path) -> None:
         assert "hook post_worker_init failed" in result.stderr and "RuntimeError: no tracer" in result.stderr
 
 
+def test_worker_exit_runs_in_a_worker_whose_app_does_not_import(tmp_path: Path) -> None:
+    """post_fork ran, so worker_exit runs too (a pool opened in post_fork is closed), once;
+    child_exit and on_exit once each; in a single process worker_exit and on_exit too."""
+    (tmp_path / "hooks.py").write_text(HOOKS)
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('no database')\n")
+    log = tmp_path / "hooks.log"
+    for workers in ("2", "1"):
+        log.unlink(missing_ok=True)
+        result = fcgibridge("broken_app:app", "-b", f"127.0.0.1:{free_port()}", "-w", workers, "--hooks", "hooks.py",
+                            cwd=tmp_path, env={"HOOKS_LOG": str(log)})
+        assert result.returncode == 2 and "raised RuntimeError: no database" in result.stderr, result.stderr
+        names = [words[0] for words in lines(log)]
+        if workers == "2":
+            forked = [words[0] for words in named(log, "post_fork")]
+            assert len(forked) == 1  # the first worker fails the boot: no other is forked
+            assert [words[0] for words in named(log, "worker_exit")] == forked
+            assert [words[1] for words in named(log, "child_exit")] == forked
+            assert names == ["on_starting", "post_fork", "worker_exit", "child_exit", "on_exit"]
+        else:
+            assert names == ["on_starting", "worker_exit", "on_exit"]
+
+
 def test_a_hook_that_does_not_import_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "hooks.py").write_text("when_ready = 3\ndef fine(config): pass\n")
     (tmp_path / "broken.py").write_text("import no_such_module_xyz\n")
