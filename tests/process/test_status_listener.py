@@ -217,7 +217,7 @@ def test_connections_past_the_cap_are_refused_with_one_warning(status_server: tu
                                                                caplog: pytest.LogCaptureFixture,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """MAX_CONNECTIONS held, then 50 more in a loop: each is closed at once, one warning
-    is logged for all of them (one a connection flooded the log), and a request is served
+    is logged for all of them (one per connection had flooded the log), and a request is served
     again once the held ones close."""
     monkeypatch.setattr(status_listener, "IDLE_TIMEOUT", 30.0)  # the held ones stay
     server, address = status_server

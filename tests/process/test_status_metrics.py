@@ -152,3 +152,30 @@ def test_prometheus_and_openmetrics_parse_and_agree_with_json() -> None:
         assert b"fcgibridge_request_duration_seconds_bucket" in page(address, "format=prometheus").body
         text_page = page(address, "").body.decode()
         assert "request_duration_seconds:\n" in text_page and "\n  le +Inf:" in text_page
+
+
+def test_the_histogram_survives_recycled_workers_counted_once() -> None:
+    """-w 2 --max-requests 3: requests until six worker processes have served, the later ones
+    in the slots of the first; requests served, the histogram's count,
+    its +Inf bucket and the Prometheus _count all say each request once."""
+    from support import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "2", "--max-requests", "3", "--max-requests-jitter", "0",
+                        "--status-path", "/status", address=address):
+        client = FastCGIClient(address)
+        pids: set[bytes] = set()
+        sent = 0
+        deadline = time.monotonic() + 30
+        while len(pids) < 6:  # a worker serves on until its replacement is ready
+            assert time.monotonic() < deadline, pids
+            pids.add(client.request("GET", "/pid").body.split()[1])
+            sent += 1
+            time.sleep(0.02)
+        after = report(address)
+        hist = after["request_duration_seconds"]
+        assert after["requests_served"] == hist["count"] == hist["buckets"]["+Inf"] == sent, after
+        assert sum(w["requests"] for w in after["workers"]) <= sent
+        values = samples(parse_prometheus(page(address, "prometheus").body.decode()))
+        assert values[("fcgibridge_request_duration_seconds_count", ())] == sent + 1  # and the JSON page
+        assert values[("fcgibridge_requests_served_total", ())] == sent + 1
