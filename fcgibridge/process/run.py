@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..config import Config
 from ..errors import UserError
@@ -51,8 +53,13 @@ def run(config: Config) -> int:
     pidfile = PidFile.claim(config.pidfile)
     supervised = needs_supervisor(config)
     set_title(f"fcgibridge: {'master ' if supervised else ''}{display_name(config)}")
+    previous_term = _exit_on_term()
     hooks.on_starting()
-    listeners = open_listeners(socket_defaults(config, identity))
+    try:
+        listeners = open_listeners(socket_defaults(config, identity))
+    except BaseException:  # a port in use: on_starting ran, so on_exit does too
+        _finish(hooks, None, previous_term)
+        raise
     own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
     if config.reload:
         # Python checks a .pyc against the source's mtime in whole seconds and its size: an
@@ -100,15 +107,42 @@ def run(config: Config) -> int:
             return code
         return _supervise(config, work, supervisor_events(config, runtime, listeners, hooks), identity)
     finally:
-        _finish(hooks, pidfile)
+        _finish(hooks, pidfile, previous_term)
         _remove_socket_files(own_socket_files)
 
 
-def _finish(hooks: Hooks, pidfile: PidFile | None) -> None:
-    """The master's last steps: the on_exit hook, then the pid file goes."""
-    hooks.on_exit()
-    if pidfile is not None:
-        pidfile.remove()
+#: What ``signal.signal`` takes and gives back.
+_Handler = Callable[[int, Any], object] | int | signal.Handlers
+
+
+def _finish(hooks: Hooks, pidfile: PidFile | None, previous_term: _Handler | None = None) -> None:
+    """The master's last steps: the on_exit hook, then the pid file goes (a SIGTERM
+    meanwhile is ignored: the server is ending, and the signal would cut them short)."""
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        hooks.on_exit()
+        if pidfile is not None:
+            pidfile.remove()
+    finally:
+        if main and previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _exit_on_term() -> _Handler | None:
+    """Until a worker or the supervisor handles SIGTERM (while the app imports, say), it
+    ends the start as SIGINT does, through the ``finally`` that runs ``on_exit`` and
+    removes the pid file, instead of killing the process where it stands; returns the
+    handler it replaced (None outside the main thread, where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL if previous is None else previous
 
 
 def needs_supervisor(config: Config) -> bool:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import ROOT, children_of, free_port, process_log, run_fcgibridge, wait_until
+from support import ROOT, children_of, free_port, listening_socket, process_log, run_fcgibridge, wait_until
 
 from fcgibridge.client import FastCGIClient
 from fcgibridge.config import Config
@@ -161,6 +161,17 @@ def test_worker_exit_runs_in_a_worker_whose_app_does_not_import(tmp_path: Path) 
             assert names == ["on_starting", "post_fork", "worker_exit", "child_exit", "on_exit"]
         else:
             assert names == ["on_starting", "worker_exit", "on_exit"]
+
+
+def test_on_exit_follows_on_starting_when_the_port_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "hooks.py").write_text(HOOKS)
+    log = tmp_path / "hooks.log"
+    with listening_socket() as taken:
+        port = taken.getsockname()[1]
+        result = fcgibridge(APP, "-b", f"127.0.0.1:{port}", "--hooks", "hooks.py", cwd=tmp_path,
+                            env={"HOOKS_LOG": str(log)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert [words[0] for words in lines(log)] == ["on_starting", "on_exit"]
 
 
 def test_a_hook_that_does_not_import_is_a_one_line_error(tmp_path: Path) -> None:

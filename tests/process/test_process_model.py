@@ -23,6 +23,7 @@ import pytest
 from support import (
     ROOT,
     children_of,
+    fcgibridge_command,
     free_port,
     lib_for_another_user,
     machine_has,
@@ -87,6 +88,31 @@ def test_the_pid_file_names_the_server_while_it_runs(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert not (tmp_path / "server.pid").exists()
+
+
+def test_sigterm_while_the_app_imports_still_removes_the_pid_file(tmp_path: Path) -> None:
+    """Before the worker or the supervisor handles SIGTERM (a slow import, alone or with
+    --preload), it ends the start through on_exit and the pid file's removal."""
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(60)\napp = None\n")
+    (tmp_path / "hooks.py").write_text("import os\ndef on_exit(config):\n"
+                                       "    open(os.environ['EXIT_LOG'], 'a').write('on_exit\\n')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EXIT_LOG": str(tmp_path / "exit.log")}
+    for extra in ([], ["--preload", "-w", "2"]):
+        pidfile = tmp_path / "app.pid"
+        (tmp_path / "exit.log").unlink(missing_ok=True)
+        with (tmp_path / "server.log").open("wb") as out:
+            proc = subprocess.Popen(fcgibridge_command("slow_import:app", "-b", f"127.0.0.1:{free_port()}", "--pid",
+                                                       str(pidfile), "--hooks", "hooks.py", *extra),
+                                    cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(pidfile.exists, what="the pid file")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 128 + signal.SIGTERM
+        finally:
+            stop_process(proc)
+        assert not pidfile.exists(), extra
+        assert (tmp_path / "exit.log").read_text() == "on_exit\n"
+        assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
 def test_chdir_umask_and_the_environment_reach_the_app(tmp_path: Path) -> None:
