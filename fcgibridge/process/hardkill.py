@@ -73,6 +73,10 @@ class HardKill(SupervisorEvents):
         self.stuck: dict[int, Stuck] = {}
         #: pid -> the request start a worker near or past the limit had on the last tick.
         self.seen: dict[int, float] = {}
+        #: slot index -> when it was claimed, for the slots of workers that exited: what
+        #: they hold (a request "in flight" forever, if the worker died in it) names a pid
+        #: the kernel may give a new worker, which must not be taken for that one.
+        self.left: dict[int, float] = {}
 
     @classmethod
     def from_config(cls, config: Config, board: Scoreboard) -> HardKill:
@@ -88,6 +92,10 @@ class HardKill(SupervisorEvents):
 
     def exited(self, supervisor: Supervisor, worker: WorkerProcess, code: int) -> None:
         self.stuck.pop(worker.pid, None)
+        _, views = self.board.read()
+        for view in views:
+            if view.pid == worker.pid:
+                self.left[view.index] = view.started
 
     def _find_stuck(self, supervisor: Supervisor, now: float) -> None:
         """Past the limit, and seen with the same request start on the tick before: a
@@ -97,6 +105,10 @@ class HardKill(SupervisorEvents):
         seen, self.seen = self.seen, {}
         _, views = self.board.read()
         for view in views:
+            if view.index in self.left:
+                if self.left[view.index] == view.started:
+                    continue  # still the exited worker's figures
+                del self.left[view.index]  # claimed anew
             worker = supervisor.workers.get(view.pid)
             running = wall - view.request_start
             if (worker is None or view.in_flight <= 0 or view.pid in self.stuck

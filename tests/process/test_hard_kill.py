@@ -197,3 +197,38 @@ def test_a_slow_log_that_cannot_be_opened_still_gets_the_stack_and_the_kill_by_n
         assert f"killing worker {stuck}: request stuck for" in log, log
         assert "killing its worker: GET /stuck; its stack:" in log and "in stuck_in_the_app" in log, log
         assert "died" not in log, log
+
+
+def test_the_slot_of_a_worker_that_died_in_a_request_is_not_a_new_worker_with_its_pid(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed in a request leaves its slot "in flight" with its pid; the kernel
+    may give that pid to a later worker (forked, not yet on the board): the old slot must
+    not get that one signalled and killed. Once the slot is claimed anew, it counts again."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    board = Scoreboard(4)
+    slot = board.claim()
+    assert slot is not None
+    supervisor = Supervisor(1, lambda report: 0, 1.0)
+    dead = WorkerProcess(os.getpid(), -1, -1)
+    hard_kill = HardKill(board, 0.05, 0.05)
+    try:
+        slot.request_started("GET", "/stuck", False)
+        hard_kill.exited(supervisor, dead, 137)  # it died in the request
+        supervisor.workers[os.getpid()] = WorkerProcess(os.getpid(), -1, -1)  # a new worker, the same pid
+        time.sleep(0.15)
+        for _ in range(3):
+            hard_kill.tick(supervisor, time.monotonic())
+        assert sent == []
+        time.sleep(0.01)
+        board._claimed.clear()  # this process claims the slot anew, as the new worker would
+        board.preferred = slot.index
+        again = board.claim()
+        assert again is not None and again.index == slot.index
+        again.request_started("GET", "/stuck", False)
+        time.sleep(0.15)
+        hard_kill.tick(supervisor, time.monotonic())
+        hard_kill.tick(supervisor, time.monotonic())
+        assert sent == [(os.getpid(), STACK_SIGNAL)]
+    finally:
+        supervisor.selector.close()
