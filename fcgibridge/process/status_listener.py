@@ -31,12 +31,15 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from ..cgi import error_response, format_head
 from ..config import Config
 from ..protocol import ApplicationConnection, BadRecord, RemoteProtocolError, RequestStarted, Role
 from .listeners import open_listeners
+from .runtime import allowed_peers
 from .scoreboard import Scoreboard
 from .status import request_paths, status_page
 from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
@@ -82,10 +85,14 @@ class _Connection:
 class StatusServer:
     """The selector loop of the status listener, in its own daemon thread."""
 
-    def __init__(self, sock: socket.socket, config: Config, board: Scoreboard) -> None:
+    def __init__(self, sock: socket.socket, config: Config, board: Scoreboard,
+                 allowed: Callable[[Any], bool] | None = None) -> None:
         self.sock = sock
         self.config = config
         self.board = board
+        #: The workers' peer filter (``--allow-from``, else ``FCGI_WEB_SERVER_ADDRS``): the
+        #: page names the requests in flight, so it is no more public than they are.
+        self.allowed = allowed
         self.owner_pid = os.getpid()
         self.connections: dict[int, _Connection] = {}
         self.selector = selectors.DefaultSelector()
@@ -97,6 +104,7 @@ class StatusServer:
         #: Connections closed as they came, past MAX_CONNECTIONS; when that was last logged.
         self.refused = 0
         self._refused_warned: float | None = None
+        self.denied = 0  # connections from peers the filter refused
         sock.setblocking(False)
         self.selector.register(sock, selectors.EVENT_READ, None)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -181,10 +189,27 @@ class StatusServer:
                 sock.close()
                 self._refused_connection()
                 continue
+            if self.allowed is not None and not self._peer_allowed(sock):
+                sock.close()
+                continue
             sock.setblocking(False)
             conn = _Connection(sock, time.monotonic())
             self.connections[sock.fileno()] = conn
             self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _peer_allowed(self, sock: socket.socket) -> bool:
+        assert self.allowed is not None
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            return False
+        if self.allowed(peer):
+            return True
+        self.denied += 1
+        if self.denied == 1 or self.denied % 1000 == 0:
+            log.warning("status listener: refused a connection from %s: not in --allow-from "
+                        "(or FCGI_WEB_SERVER_ADDRS); %d refused so far", peer[0], self.denied)
+        return False
 
     def _refused_connection(self) -> None:
         """Count a connection closed past MAX_CONNECTIONS; warn once a minute at most (a
@@ -274,7 +299,7 @@ class StatusListenerEvents(SupervisorEvents):
 
     def __init__(self, config: Config, board: Scoreboard) -> None:
         sock = open_listeners(replace(config, bind=[config.status_bind]))[0]
-        self.server = StatusServer(sock, config, board)
+        self.server = StatusServer(sock, config, board, allowed_peers(config, os.environ))
         atexit.register(self.server.stop)  # a boot failure ends the master without a last exit event
         log.info("status listener on %s", config.status_bind)
 

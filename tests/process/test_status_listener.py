@@ -237,3 +237,30 @@ def test_connections_past_the_cap_are_refused_with_one_warning(status_server: tu
     wait_until(lambda: not server.connections, 5, "the held connections gone")
     response, _ = ask(address, "/?json")
     assert response.status == 200
+
+
+def test_status_bind_refuses_peers_the_allow_list_leaves_out() -> None:
+    """--allow-from names another address: the status listener, like the workers, closes a
+    connection from 127.0.0.1 without an answer (the page shows the URIs in flight), and
+    says so once in the log; FCGI_WEB_SERVER_ADDRS allowing it, it answers."""
+    from support import process_log
+
+    address, status_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    host, port = status_address.rsplit(":", 1)
+    with run_fcgibridge(APP, "-b", address, "-w", "1", "--status-bind", status_address, "--allow-from", "10.9.8.7",
+                        address=address) as proc:
+        wait_until(lambda: ask_would_be_refused(host, int(port)), 10, "the status listener refusing")
+        with pytest.raises((OSError, FastCGIError)):
+            ask(status_address, "/?json")
+        assert "status listener: refused a connection from 127.0.0.1" in process_log(proc)
+    address, status_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "-w", "1", "--status-bind", status_address, address=address,
+                        env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}):
+        wait_until(lambda: _answers(status_address), 10, "the status listener answering")
+
+
+def _answers(address: str) -> bool:
+    try:
+        return ask(address, "/?json")[0].status == 200
+    except (OSError, FastCGIError):
+        return False
