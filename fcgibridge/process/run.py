@@ -154,13 +154,15 @@ def supervisor_events(config: Config, runtime: Runtime, listeners: list[socket.s
                       hooks: Hooks | None = None) -> list[SupervisorEvents]:
     """Everything in the master that follows the workers' lives: one entry per concern."""
     # First: a new worker takes its title and drops its privileges before anything else runs in it.
-    events: list[SupervisorEvents] = [IdentityEvents(config, Identity.from_config(config))]
+    identity = Identity.from_config(config)
+    events: list[SupervisorEvents] = [IdentityEvents(config, identity)]
     if hooks:
         events.append(HookEvents(hooks))
     if notify_socket_set():
         events.append(SystemdNotifier(runtime.board))
     if config.status_bind and runtime.board is not None:
-        events.append(StatusListenerEvents(config, runtime.board))
+        # Its socket file is the app's sockets' kind: the same owner, group and mode (as PHP-FPM's pm.status_listen).
+        events.append(StatusListenerEvents(socket_defaults(config, identity), runtime.board))
     if runtime.board is not None:
         events.append(ScoreboardSampler(runtime.board, listeners))
     if config.pm != "static":

@@ -221,9 +221,11 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
     account = nobody()
     lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
     sock = readable_dir / "app.sock"
+    status_sock = readable_dir / "status.sock"
     address = f"unix:{sock}"
     proc = start_as_root(lib, "ops_app:app", "-b", address, "-w", "2", "--user", "nobody", "--pid",
-                         str(readable_dir / "app.pid"), address=address, cwd=readable_dir)
+                         str(readable_dir / "app.pid"), "--status-bind", f"unix:{status_sock}", "--status-path",
+                         "/status", address=address, cwd=readable_dir)
     try:
         wait_until(lambda: len(children_of(proc.pid)) == 2)
         workers = children_of(proc.pid)
@@ -235,6 +237,9 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
             assert ids["Groups"] == [account.pw_gid]  # os.initgroups: root's supplementary group is gone
         # The socket file is the workers' (--socket-owner and --socket-group default to them).
         assert (sock.stat().st_uid, sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
+        # So is the master's --status-bind socket file (who may reach the app may reach its status).
+        assert (status_sock.stat().st_uid, status_sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
+        assert b"total_workers:            2" in FastCGIClient(f"unix:{status_sock}").request("GET", "/status").body
         served_by = int(FastCGIClient(address).request("GET", "/").body.split()[1])
         assert served_by in workers
         assert (readable_dir / "app.pid").read_text() == f"{proc.pid}\n"
@@ -242,7 +247,7 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
         assert proc.wait(15) == 0
     finally:
         stop_process(proc)
-    assert not sock.exists() and not (readable_dir / "app.pid").exists()  # the root master removed them
+    assert not sock.exists() and not status_sock.exists() and not (readable_dir / "app.pid").exists()  # the master
 
 
 def test_the_workers_log_files_are_theirs_through_a_rotation(readable_dir: Path) -> None:
