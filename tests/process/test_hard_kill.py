@@ -162,6 +162,7 @@ def test_a_retiring_worker_whose_loop_runs_ends_its_request_at_the_timeout_and_i
         time.sleep(2.5)  # past --timeout + --timeout-grace and a tick or two
         log = process_log(proc)
         assert f"killing worker {old}" not in log and "request stuck" not in log, log
+        assert f"[{old}] [ERROR] request timed out after 1 s" in log, log  # the retiring worker's own 504
 
 
 def test_a_worker_with_no_stack_dump_registered_lives_through_the_stack_signal() -> None:
