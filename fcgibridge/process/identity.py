@@ -63,6 +63,8 @@ def prepare(config: Config) -> None:
         os.environ.update(read_env_file(config.env_file))
     for entry in config.env:
         name, _, value = entry.partition("=")
+        if "\0" in value:  # a TOML string may hold one; the environment cannot
+            raise UserError(f"-e {name}=...: the value holds a NUL character, which an environment variable cannot")
         os.environ[name] = value
 
 
@@ -75,18 +77,21 @@ def read_env_file(path: str) -> dict[str, str]:
     loses them and is otherwise taken as it is (no escapes, no ``$`` expansion). Any
     other line is a :class:`UserError` naming the file and the line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte order mark some editors write is not a name
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise UserError(f"--env-file {path}: {reason}") from None
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # numbered as an editor does (\r goes with strip)
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         match = _ENV_LINE.fullmatch(line)
         if match is None:
             raise UserError(f"--env-file {path}, line {number}: expected NAME=VALUE, got {line!r}")
+        if "\0" in line:
+            raise UserError(f"--env-file {path}, line {number}: a NUL character, which an environment variable "
+                            "cannot hold")
         name, value = match.groups()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]

@@ -121,8 +121,8 @@ def test_chdir_umask_and_the_environment_reach_the_app(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "envapp.py").write_text(ENV_APP)
-    (site / "app.env").write_text("# settings\n\nFROM_FILE=file value\nQUOTED=\"a # b \"\nSINGLE='x=y'\n"
-                                  "  export EXPORTED = yes\nEMPTY=\nBOTH=file\n")
+    (site / "app.env").write_text("# settings\r\n\nFROM_FILE=file value\nQUOTED=\"a # b \"\nSINGLE='x=y'\n"
+                                  "  export EXPORTED = yes\nEMPTY=\nBOTH=file\n", encoding="utf-8-sig")  # a BOM
     address = f"127.0.0.1:{free_port()}"
     with run_fcgibridge("envapp:app", "-b", address, "--chdir", str(site), "--umask", "027", "--env-file",
                         "app.env", "-e", "BOTH=cli", "-e", "FROM_CLI=a=b", address=address, cwd=tmp_path):
@@ -134,11 +134,15 @@ def test_chdir_umask_and_the_environment_reach_the_app(tmp_path: Path) -> None:
 
 def test_process_model_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.env").write_text("GOOD=1\nthis is not a setting\n")
+    (tmp_path / "nul.env").write_text("GOOD=1\f\nX=a\0b\n")  # \f: not a line break for the numbering
+    (tmp_path / "nul.toml").write_text('env = ["X=a\\u0000b"]\n')
     cases = [
         (["--chdir", str(tmp_path / "nowhere")], f"--chdir {tmp_path / 'nowhere'}: No such file or directory"),
         (["--env-file", str(tmp_path / "bad.env")],
          f"--env-file {tmp_path / 'bad.env'}, line 2: expected NAME=VALUE, got 'this is not a setting'"),
         (["--env-file", "no-such.env"], "--env-file no-such.env: No such file or directory"),
+        (["--env-file", "nul.env"], "--env-file nul.env, line 2: a NUL character"),
+        (["-c", "nul.toml"], "-e X=...: the value holds a NUL character"),
         (["--user", "no-such-user-xyz"], "--user: no user named 'no-such-user-xyz' on this system"),
         (["--group", "no-such-group-xyz"], "--group: no group named 'no-such-group-xyz' on this system"),
         (["--user", "54321"], "--user 54321: uid 54321 has no account here, so it has no group; give one with"),
