@@ -31,8 +31,6 @@ with ``BOOT_FAILED``; for the first worker that stops the server, as gunicorn do
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import sys
@@ -177,27 +175,16 @@ class HookEvents(SupervisorEvents):
 
 
 def _import_module(text: str) -> ModuleType:
-    """The ``--hooks`` module: a dotted name, or a ``.py`` file (imported under its stem)."""
-    if not text.endswith(".py"):
-        here = str(Path.cwd())
-        if here not in sys.path:  # as for the app: modules in the current directory import
-            sys.path.insert(0, here)
-        try:
-            return importlib.import_module(text)
-        except Exception as exc:
-            raise UserError(f"--hooks {text}: cannot import it: {type(exc).__name__}: {_one_line(exc)}") from None
-    path = Path(text).absolute()
-    if not path.is_file():
-        raise UserError(f"--hooks {text}: no such file (looked in {Path.cwd()})")
-    spec = importlib.util.spec_from_file_location(f"fcgibridge_hooks_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    """The ``--hooks`` module: a dotted name, or a ``.py`` file, imported as the app and
+    the hook options import theirs (the current directory first on ``sys.path``, a file
+    under its own module name), so a module both name is one module, its state shared."""
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[spec.name]
-        raise UserError(f"--hooks {text}: importing it raised {type(exc).__name__}: {_one_line(exc)}") from None
+        name = load_app(f"{text.strip()}:__name__", cwd=Path.cwd())
+    except UserError as exc:
+        raise UserError(f"--hooks {text}: {exc}") from None
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is None:
+        raise UserError(f"--hooks {text}: expected a module or a .py file")
     return module
 
 
@@ -221,7 +208,3 @@ def _import_function(name: str, path: str) -> Hook:
         raise UserError(f"{flag} {path}: names a {type(found).__name__}, not a function")
     hook: Hook = found
     return hook
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or "(no message)"

@@ -174,6 +174,23 @@ def test_on_exit_follows_on_starting_when_the_port_is_taken(tmp_path: Path) -> N
     assert [words[0] for words in lines(log)] == ["on_starting", "on_exit"]
 
 
+def test_the_hooks_module_and_a_hook_option_naming_it_share_one_module(tmp_path: Path) -> None:
+    """--hooks state.py and --worker-exit state:worker_exit: what post_worker_init keeps in
+    the module, worker_exit finds (the file was imported twice, as two modules)."""
+    (tmp_path / "state.py").write_text("import os\n_pool = {}\n"
+                                       "def post_worker_init(config, worker):\n    _pool['db'] = 'open'\n"
+                                       "def worker_exit(config, worker):\n"
+                                       "    open(os.environ['HOOKS_LOG'], 'a').write(_pool.get('db', 'missing'))\n")
+    log = tmp_path / "hooks.log"
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge(APP, "-b", address, "--hooks", "state.py", "--worker-exit", "state:worker_exit",
+                        address=address, cwd=tmp_path, env={"HOOKS_LOG": str(log)}) as proc:
+        FastCGIClient(address).request("GET", "/")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert log.read_text() == "open"
+
+
 def test_a_hook_that_does_not_import_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "hooks.py").write_text("when_ready = 3\ndef fine(config): pass\n")
     (tmp_path / "broken.py").write_text("import no_such_module_xyz\n")
@@ -182,9 +199,10 @@ def test_a_hook_that_does_not_import_is_a_one_line_error(tmp_path: Path) -> None
         (["--on-exit", "hooks:nothing"], "--on-exit hooks:nothing: module 'hooks' has no attribute 'nothing'"),
         (["--when-ready", "hooks.when_ready"], "--when-ready hooks.when_ready: names a int, not a function"),
         (["--on-reload", "justaname"], "--on-reload justaname: expected a dotted path"),
-        (["--hooks", "missing.py"], "--hooks missing.py: no such file"),
-        (["--hooks", "broken.py"], "--hooks broken.py: importing it raised ModuleNotFoundError"),
-        (["--hooks", "no_such_module_xyz"], "--hooks no_such_module_xyz: cannot import it"),
+        (["--hooks", "missing.py"], "--hooks missing.py: file missing.py does not exist"),
+        (["--hooks", "broken.py"], "--hooks broken.py: module 'broken' was found, but importing it raised "
+                                   "ModuleNotFoundError: No module named 'no_such_module_xyz' ("),
+        (["--hooks", "no_such_module_xyz"], "--hooks no_such_module_xyz: no module named 'no_such_module_xyz'"),
     ]
     for options, message in cases:
         for extra in ([], ["--check-config"]):
