@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from ..config import Config
 from .contract import STACK_SIGNAL
 from .scoreboard import Scoreboard, SlotView
-from .supervisor import TICK, Supervisor, SupervisorEvents, WorkerProcess
+from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
 
 log = logging.getLogger("fcgibridge.supervisor")
 
@@ -59,6 +59,8 @@ class Stuck:
     worker: WorkerProcess
     view: SlotView
     kill_at: float
+    #: When its request began, as this master reckons it (monotonic).
+    began: float
 
 
 class HardKill(SupervisorEvents):
@@ -71,8 +73,9 @@ class HardKill(SupervisorEvents):
         self.slowlog = slowlog
         #: pid -> the stuck worker, between its stack signal and its kill.
         self.stuck: dict[int, Stuck] = {}
-        #: pid -> the request start a worker near or past the limit had on the last tick.
-        self.seen: dict[int, float] = {}
+        #: pid -> (request start, when this master first saw it (monotonic), its age then)
+        #: for every worker with a request in flight on the last tick.
+        self.seen: dict[int, tuple[float, float, float]] = {}
         #: slot index -> when it was claimed, for the slots of workers that exited: what
         #: they hold (a request "in flight" forever, if the worker died in it) names a pid
         #: the kernel may give a new worker, which must not be taken for that one.
@@ -100,7 +103,12 @@ class HardKill(SupervisorEvents):
     def _find_stuck(self, supervisor: Supervisor, now: float) -> None:
         """Past the limit, and seen with the same request start on the tick before: a
         worker writes its in-flight count just before the start of a new request, so one
-        read alone may pair the new count with the previous request's start."""
+        read alone may pair the new count with the previous request's start.
+
+        How long a request has run is its age when first seen (the slot's wall clock
+        start, a tick old at most) plus the monotonic time since: a step of the wall
+        clock (NTP, a resumed VM, ``date -s``) would otherwise make every request in
+        flight look stuck at once, or hide a stuck one."""
         wall = time.time()
         seen, self.seen = self.seen, {}
         _, views = self.board.read()
@@ -110,15 +118,19 @@ class HardKill(SupervisorEvents):
                     continue  # still the exited worker's figures
                 del self.left[view.index]  # claimed anew
             worker = supervisor.workers.get(view.pid)
-            running = wall - view.request_start
             if (worker is None or view.in_flight <= 0 or view.pid in self.stuck
-                    or worker.killed_for is not None or running <= self.limit - TICK):
+                    or worker.killed_for is not None):
                 continue
-            if running <= self.limit or seen.get(view.pid) != view.request_start:
-                self.seen[view.pid] = view.request_start  # a candidate for the next tick
+            known = seen.get(view.pid)
+            if known is None or known[0] != view.request_start:  # first seen: a candidate for the next tick
+                self.seen[view.pid] = (view.request_start, now, max(0.0, wall - view.request_start))
+                continue
+            self.seen[view.pid] = known
+            running = known[2] + (now - known[1])
+            if running <= self.limit:
                 continue
             self._dump_stack(view, running)
-            self.stuck[view.pid] = Stuck(worker, view, now + STACK_WAIT)
+            self.stuck[view.pid] = Stuck(worker, view, now + STACK_WAIT, now - running)
 
     def _dump_stack(self, view: SlotView, running: float) -> None:
         """The slow log's line naming the request, then the worker's own stack dump."""
@@ -153,7 +165,7 @@ class HardKill(SupervisorEvents):
                 # loop runs again, and ends what is left past --timeout itself.
                 log.info("worker %d moved on after all (its request ended); not killing it", pid)
                 continue
-            running = time.time() - current.request_start
+            running = now - stuck.began
             supervisor.kill(stuck.worker, f"request stuck for {running:.1f} s (past --timeout {self.timeout:g} s + "
                                           f"--timeout-grace {self.grace:g} s): {describe(current)}")
 

@@ -100,13 +100,13 @@ def test_the_kill_follows_the_stack_signal_only_while_the_request_is_still_there
         hard_kill.tick(supervisor, now)
         assert sent == []  # not past --timeout + --timeout-grace yet
         time.sleep(0.15)
-        hard_kill.tick(supervisor, now + 0.1)
+        hard_kill.tick(supervisor, now + 0.15)
         assert sent == [(worker.pid, STACK_SIGNAL)]
-        hard_kill.tick(supervisor, now + 0.1 + STACK_WAIT / 2)
+        hard_kill.tick(supervisor, now + 0.15 + STACK_WAIT / 2)
         assert len(sent) == 1  # the stack gets its moment
         if ends_in_between:
             slot.request_done(0.2, False)
-        hard_kill.tick(supervisor, now + 0.1 + STACK_WAIT)
+        hard_kill.tick(supervisor, now + 0.15 + STACK_WAIT)
         if ends_in_between:
             assert len(sent) == 1 and worker.killed_for is None
         else:
@@ -231,5 +231,34 @@ def test_the_slot_of_a_worker_that_died_in_a_request_is_not_a_new_worker_with_it
         hard_kill.tick(supervisor, time.monotonic())
         hard_kill.tick(supervisor, time.monotonic())
         assert sent == [(os.getpid(), STACK_SIGNAL)]
+    finally:
+        supervisor.selector.close()
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0], ids=["clock-forward", "clock-back"])
+def test_a_step_of_the_wall_clock_neither_kills_requests_nor_hides_a_stuck_one(
+        monkeypatch: pytest.MonkeyPatch, step: float) -> None:
+    """The slot's request start is wall clock; the running time is reckoned from when the
+    master first saw it, on the monotonic clock: an hour's step forward (NTP, a resumed
+    VM) killed every worker with a request in flight, one back hid a stuck one an hour."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    board = Scoreboard(4)
+    slot = board.claim()
+    assert slot is not None
+    supervisor = Supervisor(1, lambda report: 0, 1.0)
+    supervisor.workers[os.getpid()] = WorkerProcess(os.getpid(), -1, -1)
+    hard_kill = HardKill(board, 0.5, 0.5)
+    real_time = time.time
+    try:
+        slot.request_started("GET", "/report", False)
+        now = time.monotonic()
+        hard_kill.tick(supervisor, now)
+        monkeypatch.setattr(time, "time", lambda: real_time() + step)  # the clock steps
+        hard_kill.tick(supervisor, now + 0.5)
+        hard_kill.tick(supervisor, now + 0.9)
+        assert sent == []  # under a second: running, not stuck
+        hard_kill.tick(supervisor, now + 1.1)
+        assert sent == [(os.getpid(), STACK_SIGNAL)]  # past the limit by the monotonic clock
     finally:
         supervisor.selector.close()
