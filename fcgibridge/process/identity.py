@@ -35,12 +35,14 @@ import logging
 import os
 import pwd
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, parse_socket_mode
 from ..errors import UserError
+from .contract import ExitCode
 from .listeners import group_name, user_name
 from .supervisor import SupervisorEvents, WorkerProcess
 
@@ -141,13 +143,20 @@ class Identity:
         """Become that user for good: supplementary groups first (the user's, from
         ``/etc/group``; just the group without an account name), then the group, then the
         user; that order, because once the uid is not root the others cannot change."""
-        if self.name is not None:
-            os.initgroups(self.name, self.gid)
-        else:
-            os.setgroups([self.gid])
-        os.setgid(self.gid)
-        if self.has_user:
-            os.setuid(self.uid)
+        step = "set the supplementary groups"
+        try:
+            if self.name is not None:
+                os.initgroups(self.name, self.gid)
+            else:
+                os.setgroups([self.gid])
+            step = f"set the group to {self.gid}"
+            os.setgid(self.gid)
+            if self.has_user:
+                step = f"set the user to {self.uid}"
+                os.setuid(self.uid)
+        except OSError as exc:  # root without CAP_SETUID/CAP_SETGID, or a uid a user namespace does not map
+            raise UserError(f"cannot switch to {self.describe()} for --user/--group: could not {step}: "
+                            f"{exc.strerror}") from None
         if self.has_user and (os.getuid(), os.geteuid()) != (self.uid, self.uid):
             raise RuntimeError(f"could not become uid {self.uid}")  # setuid as root sets every uid
         log.info("running as %s", self.describe())
@@ -308,4 +317,8 @@ class IdentityEvents(SupervisorEvents):
     def child_started(self, worker: WorkerProcess) -> None:
         set_title(f"fcgibridge: worker {worker.number} {self.name}")
         if self.identity is not None:
-            self.identity.drop()
+            try:
+                self.identity.drop()
+            except UserError as exc:  # the worker must not go on as root; one line, as for a single process
+                print(f"fcgibridge: error: {exc}", file=sys.stderr)
+                raise SystemExit(ExitCode.USAGE) from None

@@ -316,6 +316,29 @@ def _has_group(name: str) -> bool:
     return True
 
 
+def test_a_drop_the_kernel_refuses_is_a_one_line_error(tmp_path: Path) -> None:
+    """Root in a user namespace (a container) that maps no other uid cannot setgroups or
+    setuid: each worker, or the single process, stops with one line, not a traceback."""
+    nobody()
+    unshare = shutil.which("unshare")
+    machine_has(unshare is not None and subprocess.run([unshare, "-Ur", "true"]).returncode == 0,
+                "user namespaces (unshare -Ur)")
+    assert unshare is not None
+    for workers in ("2", "1"):
+        pidfile = tmp_path / "app.pid"
+        result = subprocess.run([unshare, "-Ur", *fcgibridge_command(APP, "-b", f"127.0.0.1:{free_port()}", "-w",
+                                                                      workers, "--user", "nobody", "--pid",
+                                                                      str(pidfile))],
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("fcgibridge: error:")]
+        assert len(errors) == 1 and errors[0].startswith("fcgibridge: error: cannot switch to nobody:"), errors
+        assert errors[0].endswith(" for --user/--group: could not set the supplementary groups: "
+                                  "Operation not permitted")
+        assert "Traceback" not in result.stderr and not pidfile.exists()
+
+
 def test_user_needs_root(readable_dir: Path) -> None:
     """Started as nobody, --user root (or any other user) is a one-line error, before binding."""
     account = nobody()
