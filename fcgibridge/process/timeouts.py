@@ -100,9 +100,25 @@ class StackDump:
     It stays registered for the life of the process, through the graceful stop too (a
     request may get stuck then), so the file is never closed here."""
 
-    def __init__(self, signum: int, out: TextIO) -> None:
+    def __init__(self, signum: int, out: TextIO, path: str = "") -> None:
         self.signum = signum
         self.out = out
+        self.path = path
+
+    def reopen(self) -> None:
+        """SIGUSR1 after a rotation: the dump goes to a file of that name again (not to
+        the one renamed away, beside a stuck line the master writes to the new one)."""
+        if not self.path:
+            return
+        try:
+            out = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        except OSError as exc:
+            log.error("cannot reopen the slow log %s for stack dumps: %s", self.path, exc)
+            return
+        faulthandler.register(self.signum, file=out, all_threads=True)
+        old, self.out = self.out, out
+        if old is not sys.stderr:
+            old.close()
 
     @classmethod
     def install(cls, path: str) -> StackDump | None:
@@ -118,7 +134,7 @@ class StackDump:
         except OSError as exc:
             log.error("cannot open the slow log %s for stack dumps (they go to the error log): %s", path, exc)
         faulthandler.register(STACK_SIGNAL, file=out, all_threads=True)
-        return cls(STACK_SIGNAL, out)
+        return cls(STACK_SIGNAL, out, path if out is not sys.stderr else "")
 
 
 class SlowLog:

@@ -321,6 +321,8 @@ class Worker:
         log.info("SIGUSR1: reopening the log files")
         if self.reopen_logs is not None:
             self.reopen_logs()
+        if self.timeouts is not None and self.timeouts.stack_dump is not None:
+            self.timeouts.stack_dump.reopen()
 
     def _ask_replacement(self) -> None:
         """Ask the supervisor for a successor; keep serving until it retires this worker."""

@@ -262,3 +262,23 @@ def test_a_step_of_the_wall_clock_neither_kills_requests_nor_hides_a_stuck_one(
         assert sent == [(os.getpid(), STACK_SIGNAL)]  # past the limit by the monotonic clock
     finally:
         supervisor.selector.close()
+
+
+def test_after_a_rotation_and_sigusr1_the_stack_goes_to_the_new_slow_log(tmp_path: Path) -> None:
+    """The worker keeps its slow log open for the stack dump: SIGUSR1 (logrotate) opens it
+    again, so the stack lands under the master's stuck line, in the new file."""
+    slowlog = tmp_path / "slow.log"
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("tests.apps.stuck_app:app", "--sync", "-b", address, *LIMITS, "--slowlog", str(slowlog),
+                        address=address) as proc:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        (stuck,) = children_of(proc.pid)
+        slowlog.rename(tmp_path / "slow.log.1")
+        os.kill(proc.pid, signal.SIGUSR1)
+        wait_until(lambda: process_log(proc).count("SIGUSR1: reopening the log files") == 2, what="both reopened")
+        with pytest.raises(FastCGIError):
+            FastCGIClient(address, timeout=15).request("GET", "/stuck")
+        wait_until(lambda: f"worker {stuck} was killed" in process_log(proc))
+    text = slowlog.read_text()
+    assert "killing its worker: GET /stuck; its stack:" in text and "in stuck_in_the_app" in text, text
+    assert "stuck_in_the_app" not in (tmp_path / "slow.log.1").read_text()
