@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import grp
 import logging
 import os
@@ -177,14 +178,26 @@ class Identity:
                 paths += [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
         for path in dict.fromkeys(p for p in paths if p):
             try:
-                # O_NOFOLLOW and fchown: a symlink put in the file's place is not followed.
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                fd = _open_log_as_root(path)
                 try:
                     os.fchown(fd, self.uid if self.has_user else -1, self.gid)
                 finally:
                     os.close(fd)
             except OSError as exc:
                 raise UserError(f"cannot give the log file {path} to {self.describe()}: {exc.strerror}") from None
+
+
+def _open_log_as_root(path: str) -> int:
+    """*path* opened to append (created when missing), for ``fchown``: a symlink is
+    followed only when root made it, not one a worker put in the file's place to have
+    root give it another file."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or os.lstat(path).st_uid != 0:
+            raise
+    return os.open(path, flags, 0o644)
 
 
 def _user(text: str) -> tuple[int, str | None, int | None]:

@@ -290,6 +290,36 @@ def test_the_workers_log_files_are_theirs_through_a_rotation(readable_dir: Path)
     assert "Traceback" not in everything and "crashed" not in everything, everything
 
 
+def test_a_log_file_symlink_is_followed_only_when_root_made_it(readable_dir: Path) -> None:
+    """Giving a log file to --user follows a symlink root made (an admin's), not one
+    another user made: root would give that user the file it points to."""
+    account = nobody()
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
+    target = readable_dir / "target.log"
+    link = readable_dir / "access.log"
+    link.symlink_to(target)
+    address = f"127.0.0.1:{free_port()}"
+    proc = start_as_root(lib, "ops_app:app", "-b", address, "-w", "2", "--user", "nobody", "--access-log", str(link),
+                         address=address, cwd=readable_dir)
+    try:
+        FastCGIClient(address).request("GET", "/through-the-link")
+        wait_until(lambda: "/through-the-link" in target.read_text(), what="the access log line")
+        assert target.stat().st_uid == account.pw_uid
+    finally:
+        stop_process(proc)
+    target.unlink()
+    target.write_text("")
+    os.lchown(link, account.pw_uid, account.pw_gid)  # as if a worker had put it there
+    result = subprocess.run([programs.find("system-python3"), "-m", "fcgibridge", "ops_app:app", "-b",
+                             f"127.0.0.1:{free_port()}", "--user", "nobody", "--access-log", str(link)],
+                            cwd=readable_dir, env={**os.environ, "PYTHONPATH": str(lib)}, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot give the log file {link} to " in result.stderr and "symbolic links" in result.stderr
+    assert result.stderr.count("fcgibridge: error:") == 1 and "Traceback" not in result.stderr
+    assert target.stat().st_uid == 0
+
+
 def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
     account = nobody()
     lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "ops_app.py")
