@@ -31,7 +31,9 @@ What a worker reports, in the order it may report it:
    so the parent sends SIGUSR2 again to a worker it retired before it was ready.
 2. :attr:`Report.REPLACE_ME`, at most once: it wants a successor (SIGHUP without a
    restart hook, ``--max-requests`` reached, a request past ``--timeout`` in a thread
-   that cannot be stopped). It keeps serving until the parent retires it.
+   that cannot be stopped). It keeps serving until the parent retires it. It may also
+   come after ``S`` (a thread past ``--timeout`` while the worker drains), when the
+   parent ignores it.
    :attr:`Report.FIRST_REQUEST`, once, as its first request starts (before the app
    runs it): from then on the parent does not count its death towards a crash loop (the
    app starts and serves; a request killed it: a crash in C, the OOM killer).
