@@ -60,7 +60,8 @@ def run(config: Config) -> int:
     except BaseException:  # a port in use: on_starting ran, so on_exit does too
         _finish(hooks, None, previous_term)
         raise
-    own_socket_files = [a.path for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
+    # Absolute, as bound: the app may chdir (a single process runs it in this one).
+    own_socket_files = [os.path.abspath(a.path) for a in map(parse_bind, config.bind) if isinstance(a, UnixAddress)]
     if config.reload:
         # Python checks a .pyc against the source's mtime in whole seconds and its size: an
         # edit within the second of the import that keeps the size would reload stale code.

@@ -115,6 +115,19 @@ def test_sigterm_while_the_app_imports_still_removes_the_pid_file(tmp_path: Path
         assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
+def test_a_relative_socket_file_goes_at_exit_though_the_app_changed_directory(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "wanders.py").write_text("import os\nos.chdir('elsewhere')\n"
+                                         "def app(environ, start_response):\n"
+                                         "    start_response('200 OK', [])\n    return [b'ok']\n")
+    address = f"unix:{tmp_path / 'app.sock'}"
+    with run_fcgibridge("wanders:app", "-b", "unix:app.sock", address=address, cwd=tmp_path) as proc:
+        assert FastCGIClient(address).request("GET", "/").body == b"ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not (tmp_path / "app.sock").exists()
+
+
 def test_chdir_umask_and_the_environment_reach_the_app(tmp_path: Path) -> None:
     """--chdir first (the app and a relative --env-file are found there), --umask, the
     env file's lines (comments, quotes, export), then -e, which beats the file."""
