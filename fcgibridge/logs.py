@@ -8,6 +8,7 @@ Everything goes through the standard :mod:`logging` package: the server logs to 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import logging.config
@@ -22,6 +23,7 @@ from .errors import UserError
 __all__ = [
     "LOG_FORMAT",
     "apply_log_config",
+    "open_append",
     "configure_logging",
     "redirect_stderr",
     "reopen_file_handlers",
@@ -46,12 +48,29 @@ def setup_logging(level: str, error_log: str = "", log_config: str = "") -> None
         apply_log_config(log_config)
 
 
+def open_append(path: str) -> int:
+    """A file descriptor appending to *path*, created (0644 before the umask) when missing.
+
+    A symlink in *path*'s place is followed only when it belongs to root or to this
+    process's user: under ``--user`` the master, still root, opens log files in
+    directories the workers' user may write to, and a link that user put there would
+    have root write where it says.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or os.lstat(path).st_uid not in (0, os.geteuid()):
+            raise
+    return os.open(path, flags, 0o644)
+
+
 def redirect_stderr(path: str) -> None:
     """``--error-log``/``ERRLOG``: file descriptor 2 appends to *path*, so the log,
     tracebacks and whatever scripts print all land there."""
     global _error_log
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_append(path)
     except OSError as exc:
         raise UserError(f"cannot open the error log {path}: {exc.strerror}") from None
     sys.stderr.flush()
@@ -106,14 +125,26 @@ def apply_log_config(path: str) -> None:
 
 def reopen_logs() -> None:
     """Reopen every log file (for SIGUSR1 after a rotation): the ``--error-log`` behind
-    stderr, and each :class:`logging.FileHandler` of any logger."""
+    stderr, and each :class:`logging.FileHandler` of any logger. A file that cannot be
+    opened keeps the old one in use; a :class:`UserError` names each, once all were tried."""
+    problems = []
     if _error_log:
-        redirect_stderr(_error_log)
-    reopen_file_handlers()
+        try:
+            redirect_stderr(_error_log)
+        except UserError as exc:
+            problems.append(str(exc))
+    try:
+        reopen_file_handlers()
+    except UserError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise UserError("; ".join(problems))
 
 
 def reopen_file_handlers() -> None:
-    """Reopen the file of every :class:`logging.FileHandler` of any logger."""
+    """Reopen the file of every :class:`logging.FileHandler` of any logger (one that
+    cannot be opened keeps its old file, and a :class:`UserError` names it after all)."""
+    problems = []
     loggers: list[logging.Logger] = [logging.getLogger()]
     loggers += [obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)]
     for logger in loggers:
@@ -122,7 +153,14 @@ def reopen_file_handlers() -> None:
                 handler.acquire()
                 try:
                     if handler.stream is not None:
-                        handler.stream.close()
-                        handler.stream = handler._open()
+                        try:
+                            stream = handler._open()
+                        except OSError as exc:
+                            problems.append(f"cannot reopen the log file {handler.baseFilename}: {exc.strerror}")
+                        else:
+                            old, handler.stream = handler.stream, stream
+                            old.close()
                 finally:
                     handler.release()
+    if problems:
+        raise UserError("; ".join(problems))

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Config
+from ..logs import open_append
 from .contract import STACK_SIGNAL
 from .scoreboard import Scoreboard, SlotView
 from .supervisor import Supervisor, SupervisorEvents, WorkerProcess
@@ -140,7 +141,7 @@ class HardKill(SupervisorEvents):
         written = False
         if self.slowlog:
             try:
-                with open(self.slowlog, "a", encoding="utf-8") as out:
+                with open(open_append(self.slowlog), "a", encoding="utf-8") as out:  # root: a user's link not followed
                     out.write(line + "\n")
                 written = True
             except OSError as exc:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import grp
 import logging
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 
 from ..config import Config, parse_socket_mode
 from ..errors import UserError
+from ..logs import open_append
 from .contract import ExitCode
 from .listeners import group_name, user_name
 from .supervisor import SupervisorEvents, WorkerProcess
@@ -178,26 +178,13 @@ class Identity:
                 paths += [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
         for path in dict.fromkeys(p for p in paths if p):
             try:
-                fd = _open_log_as_root(path)
+                fd = open_append(path)  # a symlink only when root made it
                 try:
                     os.fchown(fd, self.uid if self.has_user else -1, self.gid)
                 finally:
                     os.close(fd)
             except OSError as exc:
                 raise UserError(f"cannot give the log file {path} to {self.describe()}: {exc.strerror}") from None
-
-
-def _open_log_as_root(path: str) -> int:
-    """*path* opened to append (created when missing), for ``fchown``: a symlink is
-    followed only when root made it, not one a worker put in the file's place to have
-    root give it another file."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP or os.lstat(path).st_uid != 0:
-            raise
-    return os.open(path, flags, 0o644)
 
 
 def _user(text: str) -> tuple[int, str | None, int | None]:

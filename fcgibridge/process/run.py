@@ -180,13 +180,14 @@ def _supervise(config: Config, work: Callable[..., int], events: list[Supervisor
 
     def reopen() -> None:
         """SIGUSR1 in the master: its own log files, then (before the workers reopen
-        theirs) a file it made anew, as root, given to --user."""
-        reopen_logs()
-        if identity is not None:
-            try:
+        theirs) a file it made anew, as root, given to --user. A file that cannot be
+        opened is logged (the old one stays in use): the master must not stop for it."""
+        try:
+            reopen_logs()
+            if identity is not None:
                 identity.own_log_files(config)
-            except UserError as exc:
-                log.error("%s", exc)
+        except UserError as exc:
+            log.error("SIGUSR1: %s", exc)
 
     supervisor = Supervisor(config.workers, child, config.graceful_timeout, on_reopen=reopen, events=events)
     reloader = None

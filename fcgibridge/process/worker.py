@@ -43,6 +43,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..errors import UserError
 from ..importer import LoadedApp
 from ..server.connection import ConnectionSweeper, FastCGIProtocol, RequestStream, WorkerState
 from ..server.lifecycle import Lifecycle
@@ -320,7 +321,10 @@ class Worker:
     def _on_usr1(self) -> None:
         log.info("SIGUSR1: reopening the log files")
         if self.reopen_logs is not None:
-            self.reopen_logs()
+            try:
+                self.reopen_logs()
+            except UserError as exc:  # the old file stays in use
+                log.error("SIGUSR1: %s", exc)
         if self.timeouts is not None and self.timeouts.stack_dump is not None:
             self.timeouts.stack_dump.reopen()
 

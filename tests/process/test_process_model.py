@@ -33,7 +33,7 @@ from support import (
     wait_until,
 )
 
-from fcgibridge.client import FastCGIClient
+from fcgibridge.client import FastCGIClient, FastCGIError
 
 APP = "tests.apps.ops_app:app"
 
@@ -281,7 +281,8 @@ def test_the_workers_log_files_are_theirs_through_a_rotation(readable_dir: Path)
                          "--slowlog", str(logs / "slow.log"), "--slowlog-timeout", "0.2",
                          address=address, cwd=readable_dir)
     try:
-        wait_until(lambda: len(children_of(proc.pid)) == 2)
+        wait_until(lambda: (logs / "error.log").read_text().count("worker ready") == 2,
+                   what="both workers serving (handling SIGUSR1)")
         FastCGIClient(address).request("GET", "/before")
         wait_until(lambda: "/before" in (logs / "access.log").read_text(), what="the first access log line")
         for name in ("access.log", "error.log"):
@@ -331,6 +332,47 @@ def test_a_log_file_symlink_is_followed_only_when_root_made_it(readable_dir: Pat
     assert f"cannot give the log file {link} to " in result.stderr and "symbolic links" in result.stderr
     assert result.stderr.count("fcgibridge: error:") == 1 and "Traceback" not in result.stderr
     assert target.stat().st_uid == 0
+
+
+def test_the_root_master_does_not_follow_a_link_the_workers_user_planted(readable_dir: Path) -> None:
+    """The log directory is the workers' user's: a worker could put a symlink where the
+    error log or the slow log was, so that the root master, reopening the one or writing
+    a stuck request's line to the other, writes to a file of root's. Neither is followed:
+    the reopen fails (logged; the master and its workers go on with the old files) and
+    the stuck line goes to the error log instead."""
+    account = nobody()
+    lib = lib_for_another_user(readable_dir, ROOT / "tests" / "apps" / "stuck_app.py")
+    logs = readable_dir / "logs"
+    logs.mkdir()
+    os.chown(logs, account.pw_uid, account.pw_gid)
+    secret = readable_dir / "secret"
+    secret.write_text("root's own\n")
+    address = f"127.0.0.1:{free_port()}"
+    proc = start_as_root(lib, "stuck_app:app", "--sync", "-b", address, "--user", "nobody", "--timeout", "1",
+                         "--timeout-grace", "1", "--graceful-timeout", "1", "--slowlog", str(logs / "slow.log"),
+                         "--error-log", str(logs / "error.log"), address=address, cwd=readable_dir)
+    try:
+        wait_until(lambda: len(children_of(proc.pid)) == 1)
+        (worker,) = children_of(proc.pid)
+        assert FastCGIClient(address).request("GET", "/pid").body == f"pid={worker}".encode()  # it handles USR1
+        for name in ("slow.log", "error.log"):
+            (logs / name).unlink()
+            (logs / name).symlink_to(secret)
+            os.lchown(logs / name, account.pw_uid, account.pw_gid)
+        master_log = Path(f"/proc/{proc.pid}/fd/2")  # the error log it had opened, now unlinked
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: master_log.read_text().count("SIGUSR1: cannot open the error log") == 2,
+                   what="the master's and the worker's failed reopen logged")
+        with pytest.raises(FastCGIError):  # the stuck worker is killed under the request
+            FastCGIClient(address, timeout=15).request("GET", "/stuck")
+        wait_until(lambda: children_of(proc.pid) - {worker}, what="a new worker")
+        assert "cannot write the slow log" in master_log.read_text()
+        assert "killing its worker: GET /stuck" in master_log.read_text()
+        assert proc.poll() is None and secret.read_text() == "root's own\n" and secret.stat().st_uid == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        stop_process(proc)
 
 
 def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
