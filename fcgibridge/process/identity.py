@@ -158,8 +158,8 @@ class Identity:
         except OSError as exc:  # root without CAP_SETUID/CAP_SETGID, or a uid a user namespace does not map
             raise UserError(f"cannot switch to {self.describe()} for --user/--group: could not {step}: "
                             f"{exc.strerror}") from None
-        if self.has_user and (os.getuid(), os.geteuid()) != (self.uid, self.uid):
-            raise RuntimeError(f"could not become uid {self.uid}")  # setuid as root sets every uid
+        if self.has_user and (os.getuid(), os.geteuid()) != (self.uid, self.uid):  # setuid as root sets every uid
+            raise UserError(f"cannot switch to {self.describe()} for --user: the uid is still {os.getuid()}")
         log.info("running as %s", self.describe())
 
     def describe(self) -> str:
@@ -187,8 +187,20 @@ class Identity:
                 raise UserError(f"cannot give the log file {path} to {self.describe()}: {exc.strerror}") from None
 
 
+#: The largest uid or gid (uid_t and gid_t are 32 bits; all ones means "unchanged").
+_MAX_ID = 2**32 - 2
+
+
+def _number(flag: str, text: str) -> int:
+    if int(text) > _MAX_ID:
+        raise UserError(f"{flag} {text}: not a {'uid' if flag == '--user' else 'gid'} (0 to {_MAX_ID})")
+    return int(text)
+
+
 def _user(text: str) -> tuple[int, str | None, int | None]:
     """(uid, account name, primary gid) of a user name or uid."""
+    if text.isdigit():
+        _number("--user", text)
     try:
         account = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
     except KeyError:
@@ -200,7 +212,7 @@ def _user(text: str) -> tuple[int, str | None, int | None]:
 
 def _group(text: str) -> int:
     if text.isdigit():
-        return int(text)
+        return _number("--group", text)
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:

@@ -159,6 +159,8 @@ def test_process_model_mistakes_are_one_line_errors(tmp_path: Path) -> None:
         (["--user", "no-such-user-xyz"], "--user: no user named 'no-such-user-xyz' on this system"),
         (["--group", "no-such-group-xyz"], "--group: no group named 'no-such-group-xyz' on this system"),
         (["--user", "54321"], "--user 54321: uid 54321 has no account here, so it has no group; give one with"),
+        (["--group", "99999999999"], "--group 99999999999: not a gid (0 to 4294967294)"),
+        (["--user", "4294967295", "--group", "0"], "--user 4294967295: not a uid (0 to 4294967294)"),
     ]
     for options, message in cases:
         for extra in ([], ["--check-config"]):
