@@ -7,6 +7,7 @@ read it (root's venv is not readable to other users; a worker imports after the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -375,6 +376,26 @@ def test_the_root_master_does_not_follow_a_link_the_workers_user_planted(readabl
         assert proc.wait(15) == 0
     finally:
         stop_process(proc)
+
+
+def test_reloaded_workers_drop_too(readable_dir: Path) -> None:
+    """--reload under --user: the root master watches, each new worker drops again."""
+    account = nobody()
+    machine_has(importlib.util.find_spec("watchfiles") is not None, "watchfiles")
+    # The worker is forked from the master, which imported fcgibridge: only the app is read as nobody.
+    app = readable_dir / "versioned.py"
+    app.write_text("import os\ndef app(environ, start_response):\n    start_response('200 OK', [])\n"
+                   "    return [b'v1 %d' % os.getuid()]\n")
+    address = f"127.0.0.1:{free_port()}"
+    with run_fcgibridge("versioned:app", "-b", address, "--reload", "--user", "nobody", address=address,
+                        cwd=readable_dir) as proc:
+        assert FastCGIClient(address).request("GET", "/").body == f"v1 {account.pw_uid}".encode()
+        app.write_text(app.read_text().replace("v1", "v2"))
+        wait_until(lambda: FastCGIClient(address).request("GET", "/").body == f"v2 {account.pw_uid}".encode(),
+                   what="the reloaded worker, as nobody")
+        assert ps_user(proc.pid) == "root"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
 
 
 def test_a_single_process_drops_once_bound(readable_dir: Path) -> None:
