@@ -216,6 +216,8 @@ def test_a_worker_that_dies_while_its_successor_starts_is_replaced_once(tmp_path
                         env=env) as proc:
         wait_until(lambda: len(children_of(proc.pid)) == 1)
         (old,) = children_of(proc.pid)
+        # A worker that does not serve yet ignores the HUP the master passes on.
+        assert FastCGIClient(address, timeout=15).request("GET", "/").body == str(old).encode()
         flag.touch()
         os.kill(proc.pid, signal.SIGHUP)
         wait_until(lambda: len(children_of(proc.pid)) == 2, what="the successor forked")
