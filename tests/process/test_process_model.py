@@ -209,8 +209,8 @@ def nobody() -> pwd.struct_passwd:
 
 
 def ps_user(pid: int) -> str:
-    return subprocess.run(["ps", "-o", "user=", "-p", str(pid)], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    """The name of the user *pid* runs as (its real uid), as ``ps -o user=`` shows it."""
+    return pwd.getpwuid(status_ids(pid)["Uid"][0]).pw_name
 
 
 def status_ids(pid: int) -> dict[str, list[int]]:
