@@ -92,7 +92,7 @@ def _serve(argv: list[str]) -> int:
 def _check_config(config: Config) -> int:
     """``--check-config``: the config loaded (that is done), the socket owner and group
     exist, the access log format works, ``--chdir``, ``--env-file``, ``--user`` and
-    ``--group`` work, the hooks and the app import; prints OK. Any mistake is a
+    ``--group`` work, the ``--reload-dir`` directories exist, the hooks and the app import; prints OK. Any mistake is a
     :class:`UserError` (exit status 2). A unix socket every local user could connect to,
     or none of the web server accounts could, is a ``WARNING:`` line on stderr, not a
     mistake: the exit status stays 0 (the mode may be deliberate)."""
@@ -101,11 +101,14 @@ def _check_config(config: Config) -> int:
     from .process.hooks import Hooks
     from .process.identity import Identity, prepare, socket_defaults
     from .process.listeners import socket_owner, socket_warnings
+    from .process.reloader import check_reload, reload_roots
 
     socket_owner(config.socket_owner, config.socket_group)
     prepare(config)
     identity = Identity.from_config(config)
     Hooks.load(config)
+    if config.reload:
+        check_reload(reload_roots(config))
     for warning in socket_warnings(socket_defaults(config, identity)):
         print(f"WARNING: {warning}", file=sys.stderr)
 

@@ -11,6 +11,7 @@ ignores (``.git``, ``__pycache__``, ``.venv``, editor swap files) hold too.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
 from ..errors import UserError
 
 log = logging.getLogger("fcgibridge.supervisor")
@@ -58,15 +60,26 @@ class ReloadFilter:
         return None
 
 
+def reload_roots(config: Config) -> list[Path]:
+    """The directories --reload watches: the --reload-dir ones, else the current one."""
+    return [Path(d) for d in config.reload_dir] or [Path.cwd()]
+
+
+def check_reload(roots: Sequence[Path]) -> None:
+    """What --reload needs before it can watch *roots*: watchfiles, and each directory
+    there (a :class:`UserError` otherwise; ``--check-config`` asks too)."""
+    if importlib.util.find_spec("watchfiles") is None:
+        raise UserError("--reload needs the watchfiles package: pip install 'fcgibridge[reload]'")
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(f"--reload-dir {root}: no such directory")
+
+
 class Reloader:
     def __init__(self, roots: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
-        try:
-            import watchfiles
-        except ImportError:
-            raise UserError("--reload needs the watchfiles package: pip install 'fcgibridge[reload]'") from None
-        for root in roots:
-            if not root.is_dir():
-                raise UserError(f"--reload-dir {root}: no such directory")
+        check_reload(roots)
+        import watchfiles
+
         self.roots = [root.resolve() for root in roots]
         self.filter = ReloadFilter(self.roots, include, exclude, watchfiles.DefaultFilter())
         self.stop_event = threading.Event()

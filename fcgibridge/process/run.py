@@ -10,7 +10,6 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ..config import Config
@@ -192,10 +191,9 @@ def _supervise(config: Config, work: Callable[..., int], events: list[Supervisor
     supervisor = Supervisor(config.workers, child, config.graceful_timeout, on_reopen=reopen, events=events)
     reloader = None
     if config.reload:
-        from .reloader import Reloader
+        from .reloader import Reloader, reload_roots
 
-        reloader = Reloader([Path(d) for d in config.reload_dir] or [Path.cwd()],
-                            config.reload_include, config.reload_exclude)
+        reloader = Reloader(reload_roots(config), config.reload_include, config.reload_exclude)
         reloader.start()
     try:
         return supervisor.run()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import watchfiles
-from support import ROOT, children_of, free_port, process_log, run_fcgibridge, wait_until
+from support import ROOT, children_of, fcgibridge_command, free_port, process_log, run_fcgibridge, wait_until
 
 from fcgibridge.errors import UserError
 from fcgibridge.process.reloader import Reloader, ReloadFilter
@@ -46,6 +46,22 @@ def test_exclude_globs_match_names_directories_and_paths_below_the_root(tmp_path
 def test_a_missing_reload_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"--reload-dir .*nothere: no such directory"):
         Reloader([tmp_path / "nothere"])
+
+
+def test_check_config_finds_a_missing_reload_dir(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(_APP)
+
+    def check(*dirs: Path) -> subprocess.CompletedProcess[str]:
+        flags = [arg for d in dirs for arg in ("--reload-dir", str(d))]
+        return subprocess.run(fcgibridge_command("app:app", "--reload", *flags, "--check-config"), cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+                              capture_output=True, text=True, timeout=30)
+
+    missing = check(tmp_path, tmp_path / "nothere")
+    assert (missing.returncode, missing.stderr) == (2, f"fcgibridge: error: --reload-dir {tmp_path}/nothere: "
+                                                       "no such directory\n")
+    ok = check(tmp_path)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: app:app"), ok.stderr
 
 
 def _worker(proc_pid: int) -> int:
