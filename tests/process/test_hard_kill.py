@@ -174,6 +174,9 @@ def test_a_worker_with_no_stack_dump_registered_lives_through_the_stack_signal()
     with run_fcgibridge("tests.apps.stuck_app:app", "-w", "2", "-b", address, address=address) as proc:
         wait_until(lambda: len(children_of(proc.pid)) == 2)
         workers = children_of(proc.pid)
+        # The hard kill signals only a worker with a request in flight, so one that serves:
+        # signalled a moment after its fork, before its handlers are set, any worker dies.
+        wait_until(lambda: all(f"[{pid}] [INFO] worker ready" in process_log(proc) for pid in workers))
         for pid in workers:
             os.kill(pid, STACK_SIGNAL)
         time.sleep(0.5)
