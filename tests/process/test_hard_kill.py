@@ -152,6 +152,7 @@ def test_a_retiring_worker_whose_loop_runs_ends_its_request_at_the_timeout_and_i
                         "--graceful-timeout", "10", address=address) as proc:
         wait_until(lambda: len(children_of(proc.pid)) == 1)
         (old,) = children_of(proc.pid)
+        wait_until(lambda: f"[{old}] [INFO] worker ready" in process_log(proc))  # a booting one ignores HUP
         thread, result = request_in_thread(address, "/stuck?s=5")
         time.sleep(0.3)  # the request is in the worker's thread
         os.kill(proc.pid, signal.SIGHUP)
@@ -276,6 +277,8 @@ def test_after_a_rotation_and_sigusr1_the_stack_goes_to_the_new_slow_log(tmp_pat
                         address=address) as proc:
         wait_until(lambda: len(children_of(proc.pid)) == 1)
         (stuck,) = children_of(proc.pid)
+        # Once it serves, the worker has its slow log open (and handles SIGUSR1).
+        wait_until(lambda: f"[{stuck}] [INFO] worker ready" in process_log(proc))
         slowlog.rename(tmp_path / "slow.log.1")
         os.kill(proc.pid, signal.SIGUSR1)
         wait_until(lambda: process_log(proc).count("SIGUSR1: reopening the log files") == 2, what="both reopened")
