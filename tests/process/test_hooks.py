@@ -78,6 +78,8 @@ def test_every_hook_runs_in_its_process_under_a_supervisor(tmp_path: Path) -> No
         assert named(log, "pre_request") == [[served_by, workers[served_by], "/hello?x=1"]]
         assert named(log, "post_request") == [[served_by, workers[served_by], "/hello?x=1"]]
         old = set(children_of(proc.pid))
+        # A worker that does not serve yet ignores the HUP the master passes on.
+        wait_until(lambda: all(f"[{pid}] [INFO] worker ready" in process_log(proc) for pid in old))
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: len(named(log, "child_exit")) == 2, what="the old workers retired")
         assert named(log, "on_reload") == [[master]]
