@@ -249,6 +249,9 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
     try:
         wait_until(lambda: len(children_of(proc.pid)) == 2)
         workers = children_of(proc.pid)
+        status = FastCGIClient(f"unix:{status_sock}")
+        # Both serve (each dropped right after its fork, then loaded the app).
+        wait_until(lambda: b"total_workers:            2" in status.request("GET", "/status").body)
         assert ps_user(proc.pid) == "root" and status_ids(proc.pid)["Groups"] == [0]
         assert {ps_user(pid) for pid in workers} == {account.pw_name}
         for pid in workers:
@@ -259,7 +262,6 @@ def test_workers_drop_to_the_user_and_the_master_stays_root(readable_dir: Path) 
         assert (sock.stat().st_uid, sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
         # So is the master's --status-bind socket file (who may reach the app may reach its status).
         assert (status_sock.stat().st_uid, status_sock.stat().st_gid) == (account.pw_uid, account.pw_gid)
-        assert b"total_workers:            2" in FastCGIClient(f"unix:{status_sock}").request("GET", "/status").body
         served_by = int(FastCGIClient(address).request("GET", "/").body.split()[1])
         assert served_by in workers
         assert (readable_dir / "app.pid").read_text() == f"{proc.pid}\n"
