@@ -155,6 +155,7 @@ def test_hup_under_wrk_load_fails_no_request(tmp_path: Path, nginx_binary: str, 
         log = process_log(proc)
     assert run.returncode == 0, output
     served = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    assert "Non-2xx" not in output and "Socket errors" not in output, output
+    # On a failure, nginx's error lines say which request failed and how (a rare one, about 1 run in 8).
+    assert "Non-2xx" not in output and "Socket errors" not in output, (output, problems)
     assert served > 1000 and log.count("retired") >= 6, output
     assert not [line for line in problems if "closed keepalive connection" not in line], problems
