@@ -66,6 +66,10 @@ STOP_SIGNALS = (*GRACEFUL_SIGNALS, *FAST_SIGNALS)
 #: Seconds a stopping worker leaves its idle keep-alive connections open.
 KEEPALIVE_GRACE = 1.0
 
+#: Loop turns a stopping worker lets pass after closing its listeners, for the
+#: connections accepted just before to be made (asyncio and uvloop need one or two).
+ACCEPT_TURNS = 3
+
 #: Seconds between a worker's reports of its open connections to the others (it also
 #: reports on each new one): how long a closed connection may still count.
 SHARES_INTERVAL = 0.25
@@ -396,6 +400,11 @@ class Worker:
         deadline = loop.time() + self.config.graceful_timeout
         state.stopping = True
         self._close_servers()
+        # A connection the loop accepted just before has its connection_made a turn or
+        # two later (after this wake-up): let it run, so that connection is waited for
+        # below like the others rather than dropped before its request arrives.
+        for _ in range(ACCEPT_TURNS):
+            await asyncio.sleep(0)
         # A connection closes once its last request is answered. An idle keep-alive
         # connection (nginx fastcgi_keep_conn) is given a moment first: closing it right
         # when the web server sends it a request fails that request (nginx retries only

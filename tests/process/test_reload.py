@@ -151,11 +151,12 @@ def test_hup_under_wrk_load_fails_no_request(tmp_path: Path, nginx_binary: str, 
             if run.poll() is None:
                 run.kill()
                 run.wait()
-        problems = real_problems(server.log_problems())
+        raw_problems = server.log_problems()
+        problems = real_problems(raw_problems)
         log = process_log(proc)
     assert run.returncode == 0, output
     served = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     # On a failure, nginx's error lines say which request failed and how (a rare one, about 1 run in 8).
-    assert "Non-2xx" not in output and "Socket errors" not in output, (output, problems)
+    assert "Non-2xx" not in output and "Socket errors" not in output, (output, raw_problems, log[-3000:])
     assert served > 1000 and log.count("retired") >= 6, output
     assert not [line for line in problems if "closed keepalive connection" not in line], problems

@@ -875,6 +875,38 @@ def test_graceful_stop_finishes_the_request_in_flight_and_refuses_new_ones() -> 
     assert lifespan == ["shutdown"]
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_graceful_stop_serves_a_connection_accepted_as_it_began(loop: str) -> None:
+    """A stop that lands between the accept of a connection and its connection_made (the
+    event loop runs them a few turns apart; under load, as a retiring worker closes its
+    listener) still answers the request on it: the connection left the shared listen
+    queue, so no other worker would."""
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await read_body(receive)
+        await respond(send, b"answered")
+
+    config = replace(Config(app="test"), lifespan="off", loop=loop)
+    server = ServerThread(app, "asgi3", listening_socket(), config)
+    accept = server.worker._new_connection
+
+    def stop_as_accepted() -> Any:
+        server.worker.stop()  # connection_made is scheduled after the worker's wake-up
+        return accept()
+
+    server.worker._new_connection = stop_as_accepted  # type: ignore[method-assign]
+    server.start()
+    try:
+        with RawConnection(server.address) as conn:
+            time.sleep(0.1)  # as a web server writes its request after the connect completes
+            rid = conn.begin(body=b"", keep_conn=False)
+            assert conn.wait_end(rid, timeout=5).app_status == 0
+            assert conn.response(rid)[1] == b"answered"
+        server.thread.join(10)
+        assert not server.thread.is_alive()
+    finally:
+        server.stop()
+
+
 def test_graceful_stop_lets_work_after_the_response_finish() -> None:
     """Background work after the last body message (Starlette's BackgroundTask) is not
     cut off by a graceful stop: the response is out, but the app has not returned."""
