@@ -4,7 +4,8 @@
 :class:`fcgibridge.config.Config`); ``fcgibridge request ADDR [PATH]`` sends one request
 to a FastCGI server and prints the response, in the spirit of ``cgi-fcgi`` and ``curl``;
 ``fcgibridge bench ADDR [PATH]`` loads a FastCGI server with that request and reports
-how fast it answered, in the spirit of ``ab`` and ``wrk``.
+how fast it answered, in the spirit of ``ab`` and ``wrk``; ``fcgibridge probe ADDR ...``
+is a health check of PHP-FPM pools and fcgibridge servers (their ping and status pages).
 
 A user mistake anywhere (:class:`~fcgibridge.errors.UserError`) ends the command with
 ``fcgibridge: error: <message>`` on stderr and exit status 2, never with a traceback.
@@ -29,7 +30,8 @@ from .config import Config, load_config
 from .errors import UserError
 from .logs import LOG_FORMAT, configure_logging, redirect_stderr, setup_logging
 
-__all__ = ["LOG_FORMAT", "bench_parser", "configure_logging", "main", "redirect_stderr", "request_parser"]
+__all__ = ["LOG_FORMAT", "bench_parser", "configure_logging", "main", "probe_parser", "redirect_stderr",
+           "request_parser"]
 
 
 #: Exit status for a user mistake, as argparse uses for a usage error.
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _request(args[1:])
         if args[:1] == ["bench"]:
             return _bench(args[1:])
+        if args[:1] == ["probe"]:
+            return _probe(args[1:])
         return _serve(args)
     except UserError as exc:
         print(f"fcgibridge: error: {exc}", file=sys.stderr)
@@ -296,3 +300,57 @@ def _bench(argv: list[str]) -> int:
     parse_connect(args.addr)  # a malformed address is a UserError (an AddressError)
     main_bench: Callable[[argparse.Namespace], int] = importlib.import_module("fcgibridge.client").main_bench
     return main_bench(args)
+
+
+# fcgibridge probe
+
+
+def _url_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise argparse.ArgumentTypeError(f"must be a path starting with /, got {text!r}")
+    return text
+
+
+def probe_parser() -> argparse.ArgumentParser:
+    """The parser of ``fcgibridge probe``; its namespace is what ``client.main_probe`` takes."""
+    parser = _CommandParser(
+        prog="fcgibridge probe",
+        description="Health check of PHP-FPM pools and fcgibridge servers over FastCGI, for a container's "
+                    "HEALTHCHECK or a Kubernetes exec probe: the ping page, or with --max/--min/--status the "
+                    "status page's figures. Exit status 0 when every address is healthy, 1 when any is not, "
+                    "2 for a usage mistake.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("addr", metavar="ADDR", nargs="+",
+                        help="HOST:PORT, [IPv6]:PORT, unix:PATH, or a unix: glob such as 'unix:/run/php/*.sock' "
+                             "(quoted); every one must be healthy.")
+    parser.add_argument("--ping", type=_url_path, metavar="PATH",
+                        help="The ping path (PHP-FPM's ping.path, fcgibridge's --ping-path); default /ping, "
+                             "asked when no status check is.")
+    parser.add_argument("--ping-response", default="pong", metavar="TEXT",
+                        help="What the ping answers (ping.response, --ping-response; default: pong).")
+    parser.add_argument("--status", type=_url_path, metavar="PATH",
+                        help="Check the status page at PATH (pm.status_path, --status-path; default /status "
+                             "with --max or --min), read with ?json.")
+    parser.add_argument("--max", action="append", default=[], metavar="METRIC=N",
+                        help="Unhealthy when METRIC is above N, such as listen-queue=10; repeatable.")
+    parser.add_argument("--min", action="append", default=[], metavar="METRIC=N",
+                        help="Unhealthy when METRIC is below N, such as idle-processes=1; repeatable.")
+    parser.add_argument("--json", action="store_true",
+                        help="One JSON object on stdout: ok, and per address ok, reason, metrics, elapsed.")
+    parser.add_argument("--connect-timeout", type=_timeout, default=1.0, metavar="SECONDS",
+                        help="Seconds to wait for each connection (default: 1).")
+    parser.add_argument("--timeout", type=_timeout, default=3.0, metavar="SECONDS",
+                        help="Seconds allowed for the whole check of one address (default: 3).")
+    return parser
+
+
+def _probe(argv: list[str]) -> int:
+    args = probe_parser().parse_args(argv)
+    from .addresses import parse_connect
+    from .client import _probe as probe
+
+    for address in args.addr:
+        if not probe.is_glob(address):  # a unix: glob is expanded by the probe
+            parse_connect(address)  # a malformed address is a UserError (an AddressError)
+    return probe.main_probe(args)  # a bad --max or --min is a UserError before anything is asked
