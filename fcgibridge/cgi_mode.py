@@ -32,13 +32,16 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client._base import CHUNK_SIZE, Deadline, FastCGIError, RequestSpec, Timeout
 from .client._sync import Connection
 from .config import Config
 from .errors import UserError
 from .protocol import Role
+
+if TYPE_CHECKING:
+    from .importer import LoadedApp
 
 __all__ = ["is_cgi_invocation", "run"]
 
@@ -58,8 +61,9 @@ def is_cgi_invocation(environ: Mapping[str, str], stdin_fd: int = 0) -> bool:
         return True
 
 
-def run(config: Config) -> int:
-    """Answer the request in ``os.environ`` and stdin; returns the exit status."""
+def run(config: Config, *, app: LoadedApp | None = None) -> int:
+    """Answer the request in ``os.environ`` and stdin; returns the exit status. *app*: an
+    app object the caller already has, served in place of importing ``config.app``."""
     from .importer import load
     from .process.runtime import Runtime
     from .process.worker import Worker, new_event_loop
@@ -75,7 +79,7 @@ def run(config: Config) -> int:
     os.environ.pop("HTTP_PROXY", None)
     try:
         try:
-            loaded = load(config)
+            loaded = app if app is not None else load(config)
         except UserError as exc:
             print(f"fcgibridge: error: {exc}", file=sys.stderr)
             return 2

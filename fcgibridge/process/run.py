@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import Config
@@ -34,8 +34,13 @@ from .worker import run_worker
 log = logging.getLogger("fcgibridge.server")
 
 
-def run(config: Config) -> int:
+def run(config: Config, *, app: LoadedApp | None = None,
+        hook_functions: Mapping[str, Callable[..., object]] | None = None) -> int:
     """Bind, load the app, and serve until stopped; returns the exit code.
+
+    *app*: an app object the caller already has (``fcgibridge.compat.flup`` passes the one
+    a script gave it), served in place of importing ``config.app``, as with ``--preload``.
+    *hook_functions*: hook functions by hook name, beside those the config names (replacing one of the same name).
 
     A supervisor forks the workers (each loads the app itself, unless ``--preload``) when
     there is more than one, or when something needs a parent: ``--max-requests``,
@@ -48,6 +53,7 @@ def run(config: Config) -> int:
     """
     prepare(config)
     hooks = Hooks.load(config)
+    hooks.functions.update(hook_functions or {})
     identity = Identity.from_config(config)
     pidfile = PidFile.claim(config.pidfile)
     supervised = needs_supervisor(config)
@@ -72,7 +78,7 @@ def run(config: Config) -> int:
             identity.own_log_files(config)  # the workers open them as --user
         for sock in listeners:
             log.info("listening on %s", describe(sock))
-        preloaded = load_or_exit(config) if config.preload else None
+        preloaded = app if app is not None else (load_or_exit(config) if config.preload else None)
         if isinstance(preloaded, int):
             return preloaded
         # Status, ping, access log, the peer filter, the connection shares: made before
