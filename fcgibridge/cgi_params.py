@@ -37,13 +37,14 @@ class ParamsMapper:
     the script (relative to the root, or absolute) for a front-controller app; otherwise
     the path is split by ``split_path_info`` (default :data:`PHP_SPLIT`) and a path
     ending in ``/`` gets ``index``. ``params`` are added to (and override) every
-    request's variables.
+    request's variables. ``root_option`` is what the caller calls the document root, for
+    the error message.
     """
 
     def __init__(self, document_root: str | None, script_filename: str | None, split_path_info: str | None,
-                 index: str, params: Mapping[str, str] | None) -> None:
+                 index: str, params: Mapping[str, str] | None, *, root_option: str = "document_root") -> None:
         if document_root is None and (script_filename is None or not os.path.isabs(script_filename)):
-            raise ValueError("give document_root, or script_filename as an absolute path")
+            raise ValueError(f"give {root_option}, or script_filename as an absolute path")
         self.root = None if document_root is None else document_root.rstrip("/") or "/"
         self.script_filename = script_filename
         try:
