@@ -254,11 +254,11 @@ def probe(address: str, options: ProbeOptions) -> Result:
     result = Result(address, False, options.check)
     started = time.monotonic()
     try:
-        client = FastCGIClient(address)
-        if options.ping_path:
-            _check_ping(client, options, started)
-        if options.status_path:
-            _check_status(client, options, started, result)
+        with FastCGIClient(address) as client:
+            if options.ping_path:
+                _check_ping(client, options, started)
+            if options.status_path:
+                _check_status(client, options, started, result)
         result.ok = True
     except _Unhealthy as exc:
         result.reason = str(exc)
@@ -291,7 +291,7 @@ def _check_ping(client: FastCGIClient, options: ProbeOptions, started: float) ->
     if response.status != 200:
         raise _Unhealthy(f"ping {options.ping_path} answered {response.status} {response.reason}".rstrip())
     answer = response.text.strip()
-    if answer != options.ping_response:
+    if answer != options.ping_response.strip():
         raise _Unhealthy(f"ping {options.ping_path} answered {answer[:60]!r}, not {options.ping_response!r}")
 
 
@@ -302,10 +302,13 @@ def _check_status(client: FastCGIClient, options: ProbeOptions, started: float, 
     if response.status != 200:
         raise _Unhealthy(f"status {path} answered {response.status} {response.reason}".rstrip())
     try:
-        result.format, result.metrics = read_status(json.loads(response.body))
-    except ValueError as exc:  # json.JSONDecodeError is one
-        detail = str(exc) if not isinstance(exc, json.JSONDecodeError) else "its answer is not JSON"
-        raise _Unhealthy(f"status {path}: {detail}") from None
+        page = json.loads(response.body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past what Python parses
+        raise _Unhealthy(f"status {path}: its answer is not JSON") from None
+    try:
+        result.format, result.metrics = read_status(page)
+    except ValueError as exc:
+        raise _Unhealthy(f"status {path}: {exc}") from None
     broken = [why for why in (t.broken(result.metrics, result.format) for t in options.thresholds) if why]
     if broken:
         raise _Unhealthy(", ".join(broken))

@@ -178,6 +178,11 @@ def test_a_status_page_that_is_not_one_is_unhealthy(fpm: PhpFpm, tmp_path: Path)
         ping = probe(address)
     assert result.returncode == 1 and lines(result) == [f"FAIL {address} status /status?json: its answer is not JSON"]
     assert ping.returncode == 1 and lines(ping)[0].startswith(f"FAIL {address} ping /ping answered 'pid="), ping
+    script = fpm.script("info.php")  # JSON, but no status page: SCRIPT_FILENAME is the path asked
+    other = probe(fpm.unix, "--status", script)
+    assert other.returncode == 1, other
+    assert lines(other) == [f"FAIL {fpm.unix} status {script}?json: not a PHP-FPM or fcgibridge status page "
+                            "(its keys: content_type, length, method, path_info, pid, post)"]
     missing = probe(fpm.unix, "--status", "/nowhere")
     assert missing.returncode == 1, missing
     assert lines(missing) == [f"FAIL {fpm.unix} status /nowhere?json answered 404 Not Found"]
