@@ -12,94 +12,20 @@ slow 504; each logs one line on the ``fcgibridge.proxy`` logger.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
-from .client import (
-    AsyncFastCGIClient,
-    FastCGIClient,
-    FastCGIError,
-    RequestTimeout,
-    StreamingResponse,
-    Timeout,
-    build_params,
-)
+from .cgi_params import HOP_BY_HOP, PHP_SPLIT, ParamsMapper, aspool, spool
+from .client import AsyncFastCGIClient, FastCGIClient, FastCGIError, RequestTimeout, StreamingResponse, Timeout
 
 log = logging.getLogger("fcgibridge.proxy")
-
-#: nginx's usual ``fastcgi_split_path_info``: the script is the path up to ``.php``.
-PHP_SPLIT = r"^(.+?\.php)(/.*)?$"
-
-#: A request body of unknown length (chunked) is spooled, in memory up to this size and
-#: on disk beyond, so that the backend gets CONTENT_LENGTH: PHP reads no body without it.
-SPOOL_MEMORY = 1024 * 1024
-
-#: Headers that belong to one HTTP hop and are not passed on.
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-                         "upgrade"})
-
-
-class _Mapper:
-    """CGI params for a request, shared by the ASGI and the WSGI proxy."""
-
-    def __init__(self, document_root: str | None, script_filename: str | None, split_path_info: str | None,
-                 index: str, params: Mapping[str, str] | None) -> None:
-        if document_root is None and (script_filename is None or not os.path.isabs(script_filename)):
-            raise ValueError("give document_root, or script_filename as an absolute path")
-        self.root = None if document_root is None else document_root.rstrip("/") or "/"
-        self.script_filename = script_filename
-        self.split = re.compile(split_path_info or PHP_SPLIT)
-        self.index = index
-        self.params = dict(params or {})
-
-    def script(self, mount: str, path: str) -> tuple[str, str, str]:
-        """SCRIPT_NAME, PATH_INFO and SCRIPT_FILENAME for ``path`` under the mount point."""
-        root = self.root or ""
-        if self.script_filename is not None:  # a front controller answers every path
-            filename = self.script_filename
-            if not os.path.isabs(filename):
-                filename = f"{root.rstrip('/')}/{filename}"
-            return f"{mount}/{os.path.basename(filename)}", path, filename
-        if path.endswith("/"):
-            path += self.index
-        match = self.split.match(path)
-        script, info = (match.group(1), match.group(2) or "") if match else (path, "")
-        return mount + script, info, f"{root.rstrip('/')}{script}"
-
-    def build(self, *, method: str, mount: str, path: str, query: str, headers: Iterable[tuple[str, str]],
-              remote: tuple[str, int] | None, server: tuple[str, int | None] | None, https: bool) -> dict[str, str]:
-        kept = [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
-        target = mount + path + ("?" + query if query else "")
-        params = build_params(method, target, headers=kept)
-        script_name, path_info, filename = self.script(mount, path)
-        params.update(SCRIPT_NAME=script_name, PATH_INFO=path_info, SCRIPT_FILENAME=filename)
-        if path_info and self.root:
-            params["PATH_TRANSLATED"] = self.root + path_info
-        if self.root:
-            params["DOCUMENT_ROOT"] = self.root
-        if remote:
-            params["REMOTE_ADDR"], params["REMOTE_PORT"] = remote[0], str(remote[1])
-        if server:
-            params["SERVER_ADDR"] = server[0]
-            params["SERVER_PORT"] = str(server[1] or (443 if https else 80))
-        if https:
-            params["HTTPS"] = "on"
-            params["REQUEST_SCHEME"] = "https"
-        else:
-            params["REQUEST_SCHEME"] = "http"
-        params.update(self.params)
-        return params
-
 
 def _error_status(exc: FastCGIError) -> int:
     return 504 if isinstance(exc, RequestTimeout) else 502
 
 
 def _response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
+    return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
 
 
 class FastCGIProxy:
@@ -116,7 +42,7 @@ class FastCGIProxy:
                  split_path_info: str | None = None, index: str = "index.php",
                  params: Mapping[str, str] | None = None, timeout: float | Timeout | None = 30.0,
                  pool_size: int = 16) -> None:
-        self.mapper = _Mapper(document_root, script_filename, split_path_info, index, params)
+        self.mapper = ParamsMapper(document_root, script_filename, split_path_info, index, params)
         self.client = AsyncFastCGIClient(address, timeout=timeout, keep_alive=True, pool_size=pool_size)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -137,11 +63,8 @@ class FastCGIProxy:
         body: Any = self._body(receive)
         names = {name.lower() for name, _ in headers}
         if "content-length" not in names and "transfer-encoding" in names:
-            body = spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (closed below)
-            async for chunk in self._body(receive):
-                spool.write(chunk)
-            params["CONTENT_LENGTH"] = str(spool.tell())
-            spool.seek(0)
+            body, length = await aspool(self._body(receive))
+            params["CONTENT_LENGTH"] = str(length)
         try:
             await self._forward(scope, params, body, send)
         finally:
@@ -206,7 +129,7 @@ class WSGIFastCGIProxy:
                  split_path_info: str | None = None, index: str = "index.php",
                  params: Mapping[str, str] | None = None, timeout: float | Timeout | None = 30.0,
                  pool_size: int = 16) -> None:
-        self.mapper = _Mapper(document_root, script_filename, split_path_info, index, params)
+        self.mapper = ParamsMapper(document_root, script_filename, split_path_info, index, params)
         self.client = FastCGIClient(address, timeout=timeout, keep_alive=True, pool_size=pool_size)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -222,46 +145,54 @@ class WSGIFastCGIProxy:
             path=environ.get("PATH_INFO", "") or "/", query=environ.get("QUERY_STRING", ""), headers=headers,
             remote=remote, server=server, https=environ.get("wsgi.url_scheme") == "https")
         params["SERVER_NAME"] = environ.get("SERVER_NAME", params["SERVER_NAME"])
-        body: Any = self._body(environ)
-        spool = None
-        if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
-            body = spool = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (closed by _Body)
-            for chunk in self._body(environ):
-                spool.write(chunk)
-            params["CONTENT_LENGTH"] = str(spool.tell())
-            spool.seek(0)
-        stream = self.client.stream(environ["REQUEST_METHOD"], params["REQUEST_URI"], params=params, body=body)
-        try:
-            response = stream.__enter__()
-        except FastCGIError as exc:
-            if spool is not None:
-                spool.close()
-            status = _error_status(exc)
-            log.error("%s %s -> %d: %s", environ["REQUEST_METHOD"], params["REQUEST_URI"], status, exc)
-            start_response("504 Gateway Timeout" if status == 504 else "502 Bad Gateway",
-                           [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"]
-        start_response(f"{response.status} {response.reason}".rstrip(), _response_headers(response.headers))
-        return _Body(stream, response, f"{environ['REQUEST_METHOD']} {params['REQUEST_URI']}", spool)
-
-    @staticmethod
-    def _body(environ: dict[str, Any]) -> Iterator[bytes]:
-        stream = environ["wsgi.input"]
-        length = environ.get("CONTENT_LENGTH")
-        left = int(length) if length and length.isdigit() else None
-        if left is None and not environ.get("wsgi.input_terminated"):
-            return  # no length and no end of input: reading could wait forever
-        while left is None or left > 0:
-            chunk = stream.read(65536 if left is None else min(65536, left))
-            if not chunk:
-                return
-            if left is not None:
-                left -= len(chunk)
-            yield chunk
+        return forward_wsgi(self.client, environ, start_response, params)
 
     def close(self) -> None:
         """Close the pooled backend connections."""
         self.client.close()
+
+
+def forward_wsgi(client: FastCGIClient, environ: dict[str, Any], start_response: Any,
+                 params: dict[str, str]) -> Iterable[bytes]:
+    """The WSGI request in *environ* sent to *client*'s backend with the CGI variables
+    *params* (``REQUEST_METHOD`` and ``REQUEST_URI`` among them), its body streamed from
+    ``wsgi.input``; the WSGI response, or a 502/504 page when the backend fails. Shared by
+    :class:`WSGIFastCGIProxy` and ``fcgibridge.compat.flup.FCGIApp``, which differ only in
+    the variables they send."""
+    body: Any = _wsgi_body(environ)
+    spooled = None
+    if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+        spooled, length = spool(_wsgi_body(environ))  # closed by _Body
+        body = spooled
+        params["CONTENT_LENGTH"] = str(length)
+    stream = client.stream(params["REQUEST_METHOD"], params["REQUEST_URI"], params=params, body=body)
+    try:
+        response = stream.__enter__()
+    except FastCGIError as exc:
+        if spooled is not None:
+            spooled.close()
+        status = _error_status(exc)
+        log.error("%s %s -> %d: %s", params["REQUEST_METHOD"], params["REQUEST_URI"], status, exc)
+        start_response("504 Gateway Timeout" if status == 504 else "502 Bad Gateway",
+                       [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"Gateway Timeout\n" if status == 504 else b"Bad Gateway\n"]
+    start_response(f"{response.status} {response.reason}".rstrip(), _response_headers(response.headers))
+    return _Body(stream, response, f"{params['REQUEST_METHOD']} {params['REQUEST_URI']}", spooled)
+
+
+def _wsgi_body(environ: dict[str, Any]) -> Iterator[bytes]:
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    left = int(length) if length and length.isdigit() else None
+    if left is None and not environ.get("wsgi.input_terminated"):
+        return  # no length and no end of input: reading could wait forever
+    while left is None or left > 0:
+        chunk = stream.read(65536 if left is None else min(65536, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
 
 
 class _Body:
@@ -288,4 +219,4 @@ class _Body:
                         self._response.stderr.decode("utf-8", "replace").strip())
 
 
-__all__ = ["FastCGIProxy", "PHP_SPLIT", "WSGIFastCGIProxy"]
+__all__ = ["PHP_SPLIT", "FastCGIProxy", "WSGIFastCGIProxy", "forward_wsgi"]
