@@ -19,10 +19,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fcgibridge"
 #: For each layer, the fcgibridge modules and packages it must never import.
 FORBIDDEN = {
     "protocol": {"server", "process", "client", "cli", "cgi_mode", "config", "proxy", "accept", "lua", "importer",
-                 "cgi", "logs", "errors", "addresses"},
-    "server": {"process", "client", "cli", "cgi_mode", "config", "proxy", "importer", "logs"},
-    "client": {"server", "process", "cli", "cgi_mode", "config", "proxy"},
-    "process": {"cli", "client", "proxy"},
+                 "cgi", "logs", "errors", "addresses", "compat", "cgi_params", "httpx"},
+    "server": {"process", "client", "cli", "cgi_mode", "config", "proxy", "importer", "logs", "compat",
+               "cgi_params", "httpx"},
+    "client": {"server", "process", "cli", "cgi_mode", "config", "proxy", "compat", "cgi_params", "httpx"},
+    "process": {"cli", "client", "proxy", "compat", "cgi_params", "httpx"},
+    # compat (flup's API) sits on top, beside the cli: it may use every layer, none uses it.
+    "compat": {"cli"},
 }
 
 
@@ -54,6 +57,13 @@ def test_no_layer_imports_upward(layer: str) -> None:
         for name in imported_modules(path) & FORBIDDEN[layer]
     }
     assert not offenders, "\n".join(sorted(offenders))
+
+
+def test_nothing_imports_compat() -> None:
+    """compat is for users' scripts: the package itself (the cli included) never needs it."""
+    offenders = sorted(str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
+                       if "compat" not in path.relative_to(PACKAGE).parts and "compat" in imported_modules(path))
+    assert not offenders, offenders
 
 
 def test_the_protocol_core_loads_nothing_else() -> None:
