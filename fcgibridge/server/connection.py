@@ -245,11 +245,21 @@ class RequestStream:
     # -- input (called by the connection)
 
     def _body(self, data: bytes, limit: int) -> None:
+        if not self._over(data, limit) and self._handler is not None:
+            self._handler.receive_body(data)
+
+    def _data(self, data: bytes, limit: int) -> None:
+        """A filter's FCGI_DATA, counted with its body against ``--max-body-size``."""
+        if not self._over(data, limit) and self._handler is not None:
+            self._handler.receive_data(data)
+
+    def _over(self, data: bytes, limit: int) -> bool:
+        """Count ``data`` in; past ``limit`` the app is stopped and 413 answered."""
         self.body_received += len(data)
         if limit and self.body_received > limit:
             self.fail(413, "Request body too large")
-        elif self._handler is not None:
-            self._handler.receive_body(data)
+            return True
+        return False
 
     def fail(self, status: int, message: str) -> None:
         """Stop the app (if any) and answer ``status`` if nothing was sent yet."""
@@ -487,9 +497,7 @@ class FastCGIProtocol:
             elif type(event) is RequestData:
                 stream = self.streams.get(event.request_id)
                 if stream is not None:
-                    stream.watch_mark = -1  # input is arriving (--body-timeout)
-                    if stream._handler is not None:
-                        stream._handler.receive_data(event.data)
+                    stream._data(event.data, self.state.max_body_size)
             elif type(event) is RequestDataEnd:
                 stream = self.streams.get(event.request_id)
                 if stream is not None:
@@ -529,8 +537,7 @@ class FastCGIProtocol:
             self._refuse(stream)
             return
         limit = self.state.max_body_size
-        length = event.params.get("CONTENT_LENGTH", "")
-        if limit and length.isascii() and length.isdigit() and int(length) > limit:
+        if limit and _declared_input(event.params) > limit:
             stream.respond_error(413, "Request body too large")
             return
         try:
@@ -765,6 +772,17 @@ class FastCGIProtocol:
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer) if peer else "unix socket"
+
+
+def _declared_input(params: dict[str, str]) -> int:
+    """The request's input as its params declare it: CONTENT_LENGTH, plus a filter's
+    FCGI_DATA_LENGTH (each only when it is a plain decimal)."""
+    total = 0
+    for name in ("CONTENT_LENGTH", "FCGI_DATA_LENGTH"):
+        value = params.get(name, "")
+        if value.isascii() and value.isdigit():
+            total += int(value)
+    return total
 
 
 def _longest_waiting(connections: set[FastCGIProtocol]) -> FastCGIProtocol | None:

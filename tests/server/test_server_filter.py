@@ -272,6 +272,29 @@ def test_filter_on_a_kept_alive_connection_then_a_responder() -> None:
         assert again.body == b"y|no data" and again.reuse_count == 1
 
 
+@pytest.mark.parametrize("interface", ["wsgi", "asgi3"])
+def test_max_body_size_counts_a_filters_data(interface: str) -> None:
+    """--max-body-size holds for the data stream too: its declared FCGI_DATA_LENGTH with
+    the body refuses before the app runs; data past the limit stops the app with a 413."""
+    seen: list[Any] = []
+    with serve(filter_app(interface, seen), interface, lifespan="off", max_body_size=1000) as server:
+        client = FastCGIClient(server.address, timeout=TIMEOUT)
+        assert client.request("POST", "/", body=b"b" * 600, data=b"d" * 600).status == 413
+        assert seen == []
+        assert client.request("POST", "/", body=b"b" * 400, data=b"d" * 600).body == b"b" * 400 + b"|" + b"D" * 600
+        with RecordingConnection(server.address, timeout=TIMEOUT) as conn:  # no FCGI_DATA_LENGTH: counted
+            request_id = conn.begin(role=Role.FILTER, body=b"")
+            piece = pack_record(RecordType.DATA, request_id, b"d\n" * 300)
+            conn.send_raw(piece)
+            conn.send_raw(piece + pack_record(RecordType.DATA, request_id))
+            conn.wait_end(request_id)  # 1,200 bytes of data: past the limit
+            head, body = conn.response(request_id)
+            # The app is stopped: a 413 when it had sent nothing yet, else its response cut short.
+            assert conn.ended[request_id].app_status == 1
+            assert (head.status, body) == (413, b"Request body too large\n") or (
+                head.status == 200 and body == b"|" + b"D\n" * 300), (head.status, body)
+
+
 def test_filter_answered_before_its_data_arrived_drains_it() -> None:
     """The app answers without reading ``fcgi.data``; the web server's data stream is
     read to its end (Rule 4), so the next request on the connection is served."""
