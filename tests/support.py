@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fcgibridge.config import Config
-from fcgibridge.importer import Interface, LoadedApp
-from fcgibridge.process.runtime import Runtime
-from fcgibridge.process.worker import Worker, new_event_loop
+# Serving in a thread, waiting for a port and stopping a process are the pytest plugin's.
+from fcgibridge.pytest_plugin import FcgibridgeProcess
+from fcgibridge.pytest_plugin import ServerThread as ServerThread
+from fcgibridge.pytest_plugin import fcgibridge_command as fcgibridge_command
+from fcgibridge.pytest_plugin import listening_socket as listening_socket
+from fcgibridge.pytest_plugin import serve as plugin_serve
+from fcgibridge.pytest_plugin import stop_process as stop_process
+from fcgibridge.pytest_plugin import wait_for_port as wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,94 +32,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listening_socket(address: str | tuple[str, int] = ("127.0.0.1", 0)) -> socket.socket:
-    if isinstance(address, str):
-        sock = socket.socket(socket.AF_UNIX)
-    else:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-class ServerThread:
-    """A worker serving ``app`` on its own event loop in a background thread."""
-
-    def __init__(self, app: Any, interface: str, sock: socket.socket, config: Config) -> None:
-        self.sock = sock
-        name = sock.getsockname()
-        self.address = f"unix:{name}" if isinstance(name, str) else f"{name[0]}:{name[1]}"
-        self.loop = new_event_loop(config.loop)
-        self.worker = Worker(LoadedApp(app, Interface(interface), "test"), [sock], Runtime(config))
-        self.ready = threading.Event()
-        self.result: BaseException | int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.result = self.loop.run_until_complete(self.worker.serve(self.ready.set))
-        except BaseException as exc:  # reported to the test
-            self.result = exc
-            self.ready.set()
-        finally:
-            self.loop.close()
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("server thread did not start")
-        if isinstance(self.result, BaseException):
-            raise self.result
-        return self
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.worker.stop)
-            self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise RuntimeError("server thread did not stop")
-        if isinstance(self.result, BaseException):
-            raise self.result
-
-    @property
-    def state(self) -> Any:
-        return self.worker.state
-
-
-@contextlib.contextmanager
-def serve(app: Any, interface: str = "wsgi", *, unix: Path | None = None, **options: Any) -> Iterator[ServerThread]:
-    """Serve ``app`` in a thread for the duration of the block."""
-    config = replace(Config(app="test"), **options)
-    sock = listening_socket(str(unix) if unix else ("127.0.0.1", 0))
-    server = ServerThread(app, interface, sock, config).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def wait_for_port(address: str, timeout: float = 15.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    """Wait until something accepts connections at ``address`` (HOST:PORT or unix:PATH)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {address}")
-        family, target = (socket.AF_UNIX, address[5:]) if address.startswith("unix:") else (
-            socket.AF_INET, (address.rpartition(":")[0], int(address.rpartition(":")[2])))
-        with socket.socket(family) as sock:
-            try:
-                sock.connect(target)
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {address} after {timeout} s")
-
-
-def fcgibridge_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fcgibridge", *args]
+def serve(app: Any, interface: str = "wsgi", **options: Any) -> contextlib.AbstractContextManager[ServerThread]:
+    """The plugin's :func:`~fcgibridge.pytest_plugin.serve`, for a WSGI app unless ``interface``
+    says otherwise (the tests name it rather than have it guessed)."""
+    return plugin_serve(app, interface, **options)
 
 
 @contextlib.contextmanager
@@ -132,18 +48,16 @@ def run_fcgibridge(*args: str, address: str, env: dict[str, str] | None = None,
     """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with tempfile.NamedTemporaryFile(prefix="fcgibridge-log-", suffix=".txt") as log:
-        proc = subprocess.Popen(fcgibridge_command(*args), cwd=cwd or ROOT, env=full_env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        _LOGS[proc.pid] = Path(log.name)
+        server = FcgibridgeProcess(args, address=address, output=Path(log.name), cwd=cwd or ROOT, env=full_env)
         try:
-            try:
-                wait_for_port(address, proc=proc)
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}; its output:\n{Path(log.name).read_text(errors='replace')}") from None
+            proc = server.start().proc
+            assert proc is not None
+            _LOGS[proc.pid] = Path(log.name)
             yield proc
         finally:
-            stop_process(proc)
-            _LOGS.pop(proc.pid, None)
+            server.stop()
+            if server.proc is not None:
+                _LOGS.pop(server.proc.pid, None)
 
 
 _LOGS: dict[int, Path] = {}
@@ -230,16 +144,6 @@ def descendants(pid: int, *, depth: int | None = None) -> list[int]:
         result += children
         frontier, level = children, level + 1
     return result
-
-
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class RawConnection:
