@@ -29,7 +29,7 @@ from lighttpd import lighttpd_fastcgi, log_problems
 from nginx import unix_socket_path
 from phpfpm import php_fpm
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port, stop_process, wait_for_port, wait_until
+from support import ROOT, alive, descendants, free_port, serve, stop_process, wait_for_port, wait_until
 
 from fcgibridge.client import FastCGIClient
 from fcgibridge.compat.flup import FCGIApp, WSGIServer
@@ -154,6 +154,29 @@ def test_not_under_fastcgi_it_answers_one_cgi_request(tmp_path: Path) -> None:
     assert json.loads(body)["text"] == "hello"
 
 
+def streaming_app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """Fails while making its first body byte (``/early``) or after it (``/late``)."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    if environ["PATH_INFO"] == "/early":
+        raise ValueError("no first byte")
+    yield b"first part\n"
+    if environ["PATH_INFO"] == "/late":
+        raise ValueError("after the first byte")
+    yield b"second part\n"
+
+
+def test_debug_page_until_the_first_byte_then_the_response_is_cut_short() -> None:
+    with serve(WSGIServer(streaming_app, debug=True).app()) as server:
+        client = FastCGIClient(server.address)
+        whole = client.request("GET", "/")
+        early = client.request("GET", "/early")
+        late = client.request("GET", "/late")
+    assert whole.status == 200 and whole.body == b"first part\nsecond part\n" and whole.app_status == 0
+    assert early.status == 500 and b"ValueError: no first byte" in early.body
+    # The head was out: no page any more, the body ends short and appStatus says it failed.
+    assert late.status == 200 and late.body == b"first part\n" and late.app_status == 1
+
+
 # --------------------------------------------------------------------- under spawn-fcgi
 
 
@@ -189,6 +212,7 @@ def test_spawn_fcgi(tmp_path: Path, transport: str) -> None:
         path = unix_socket_path(tmp_path)
         address = f"unix:{path}"
         pid = spawn("flup-spawn-fcgi-unix", {"/run/app/app.sock": str(path)})
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660  # spawn-fcgi's -M: the script takes fd 0 as it is
     try:
         wait_for_port(address)
         client = FastCGIClient(address)
