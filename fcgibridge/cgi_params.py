@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import IO
 
 from .client import build_params
@@ -103,30 +104,36 @@ class ParamsMapper:
 def spool(chunks: Iterable[bytes]) -> tuple[IO[bytes], int]:
     """``chunks`` written to a temporary file (in memory up to :data:`SPOOL_MEMORY`),
     rewound, and its length; the caller closes it."""
-    spooled = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (the caller closes it)
-    try:
+    with _spooling() as spooled:
         for chunk in chunks:
             spooled.write(chunk)
-    except BaseException:
-        spooled.close()
-        raise
-    length = spooled.tell()
-    spooled.seek(0)
-    return spooled, length
+    return spooled, _rewind(spooled)
 
 
 async def aspool(chunks: AsyncIterable[bytes]) -> tuple[IO[bytes], int]:
     """:func:`spool` for an async iterable."""
-    spooled = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (the caller closes it)
-    try:
+    with _spooling() as spooled:
         async for chunk in chunks:
             spooled.write(chunk)
+    return spooled, _rewind(spooled)
+
+
+@contextmanager
+def _spooling() -> Iterator[IO[bytes]]:
+    """A new spool file, closed if filling it fails."""
+    spooled = tempfile.SpooledTemporaryFile(SPOOL_MEMORY)  # noqa: SIM115 (the caller closes it)
+    try:
+        yield spooled
     except BaseException:
         spooled.close()
         raise
+
+
+def _rewind(spooled: IO[bytes]) -> int:
+    """The length written, the file rewound to be read."""
     length = spooled.tell()
     spooled.seek(0)
-    return spooled, length
+    return length
 
 
 __all__ = ["HOP_BY_HOP", "PHP_SPLIT", "SPOOL_MEMORY", "ParamsMapper", "aspool", "spool"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import httpx
 
@@ -107,59 +107,67 @@ def _response(head: StreamingResponse | AsyncStreamingResponse, stream: _SyncBod
     return response
 
 
-class _SyncBody(httpx.SyncByteStream):
-    """A response body as it arrives; closing it ends the FastCGI request (the
-    connection goes back to the pool, or is aborted when the body was not read)."""
+H = TypeVar("H", StreamingResponse, AsyncStreamingResponse)
+S = TypeVar("S", AbstractContextManager[StreamingResponse], AbstractAsyncContextManager[AsyncStreamingResponse])
 
-    def __init__(self, stream: AbstractContextManager[StreamingResponse], head: StreamingResponse,
-                 request: httpx.Request, spooled: IO[bytes] | None) -> None:
-        self._stream: AbstractContextManager[StreamingResponse] | None = stream
-        self._head = head
+
+class _Body(Generic[S, H]):
+    """What both response streams hold: the client's open stream and its response,
+    the request (for the errors), the spooled request body to close at the end, and
+    the response's extensions, where :data:`STDERR` is kept current."""
+
+    def __init__(self, stream: S, head: H, request: httpx.Request, spooled: IO[bytes] | None) -> None:
+        self._stream: S | None = stream
+        self._head: H = head
         self._request = request
         self._spooled = spooled
         self.extensions: dict[str, Any] = {}
+
+    def _note_stderr(self) -> None:
+        self.extensions[STDERR] = self._head.stderr
+
+    def _take_stream(self) -> S | None:
+        """The client's stream to close (None once it was), the spooled body closed."""
+        stream, self._stream = self._stream, None
+        if stream is not None and self._spooled is not None:
+            self._spooled.close()
+        return stream
+
+
+class _SyncBody(_Body[AbstractContextManager[StreamingResponse], StreamingResponse], httpx.SyncByteStream):
+    """A response body as it arrives; closing it ends the FastCGI request (the
+    connection goes back to the pool, or is aborted when the body was not read)."""
 
     def __iter__(self) -> Iterator[bytes]:
         with _httpx_errors(self._request):
             for chunk in self._head.iter_bytes():
-                self.extensions[STDERR] = self._head.stderr
+                self._note_stderr()
                 yield chunk
-        self.extensions[STDERR] = self._head.stderr
+        self._note_stderr()
 
     def close(self) -> None:
-        stream, self._stream = self._stream, None
+        stream = self._take_stream()
         if stream is not None:
             stream.__exit__(None, None, None)
-            if self._spooled is not None:
-                self._spooled.close()
-            self.extensions[STDERR] = self._head.stderr
+            self._note_stderr()
 
 
-class _AsyncBody(httpx.AsyncByteStream):
+class _AsyncBody(_Body[AbstractAsyncContextManager[AsyncStreamingResponse], AsyncStreamingResponse],
+                 httpx.AsyncByteStream):
     """The asyncio :class:`_SyncBody`."""
-
-    def __init__(self, stream: AbstractAsyncContextManager[AsyncStreamingResponse], head: AsyncStreamingResponse,
-                 request: httpx.Request, spooled: IO[bytes] | None) -> None:
-        self._stream: AbstractAsyncContextManager[AsyncStreamingResponse] | None = stream
-        self._head = head
-        self._request = request
-        self._spooled = spooled
-        self.extensions: dict[str, Any] = {}
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         with _httpx_errors(self._request):
             async for chunk in self._head.aiter_bytes():
-                self.extensions[STDERR] = self._head.stderr
+                self._note_stderr()
                 yield chunk
-        self.extensions[STDERR] = self._head.stderr
+        self._note_stderr()
 
     async def aclose(self) -> None:
-        stream, self._stream = self._stream, None
+        stream = self._take_stream()
         if stream is not None:
             await stream.__aexit__(None, None, None)
-            if self._spooled is not None:
-                self._spooled.close()
-            self.extensions[STDERR] = self._head.stderr
+            self._note_stderr()
 
 
 def _known_length(request: httpx.Request) -> bool:

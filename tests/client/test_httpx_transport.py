@@ -127,6 +127,17 @@ def test_large_response_read_in_pieces(fpm: PhpFpm) -> None:
     assert sum(sizes) == 4 * 1024 * 1024 and max(sizes) <= 65536 and len(sizes) > 16
 
 
+def test_leaving_a_stream_early_ends_the_request(fpm: PhpFpm) -> None:
+    transport = FastCGITransport(fpm.unix, root=str(PHP_DIR))
+    with httpx.Client(transport=transport, base_url="http://app.local") as http:
+        with http.stream("GET", "/sleep.php?s=3") as response:
+            assert next(response.iter_raw()) == b"before\n"
+        start = time.monotonic()
+        assert http.get("/status.php").text == "status"  # not stuck behind the sleeping request
+        assert time.monotonic() - start < 1
+        # PHP-FPM ignores FCGI_ABORT_REQUEST: that connection was closed, this one pooled
+        assert transport.client.idle_connections == 1
+
 def test_stderr_extension(fpm: PhpFpm) -> None:
     with php(fpm) as http:
         response = http.get("/stderr.php")
