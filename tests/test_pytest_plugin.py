@@ -11,6 +11,7 @@ from pathlib import Path
 
 import programs
 import pytest
+from snippets import snippet
 from support import alive
 
 pytest_plugins = ["pytester"]
@@ -236,3 +237,9 @@ def test_support_serves_through_the_plugin() -> None:
     assert support.ServerThread is pytest_plugin.ServerThread
     assert support.stop_process is pytest_plugin.stop_process
     assert "class ServerThread" not in Path(support.__file__).read_text()
+
+
+def test_the_docs_example(pytester: pytest.Pytester) -> None:
+    """docs/client.md's example, run as it is printed."""
+    pytester.makepyfile(test_site=snippet("client.md", "pytest-example"))
+    run(pytester).assert_outcomes(passed=5)
