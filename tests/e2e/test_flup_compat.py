@@ -97,6 +97,9 @@ def test_bind_address_tcp_serves_environ_and_post_and_sigterm_ends_run(tmp_path:
         assert answer["app_name"] == "flup-style"  # WSGIServer(environ=...)
         assert answer["query"] == "x=1" and answer["multithread"] is True
         assert answer["pid"] == proc.pid  # one process: flup's threaded server has no workers
+        # setproctitle (in the test extra) renames it, after the script.
+        title = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert title.startswith(b"fcgibridge: flup_style.fcgi (flup WSGIServer)"), title
         body = b"name=flup&" + b"x" * 200_000
         posted = json_of(client.request("POST", "/app/post", body=body,
                                 headers={"Content-Type": "application/x-www-form-urlencoded"}))
