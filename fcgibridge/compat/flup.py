@@ -111,8 +111,9 @@ class WSGIServer:
         self.threads = 1 if not multithreaded else threads
 
     def run(self) -> bool:
-        """Serve until SIGTERM, SIGINT or SIGHUP (each finishes the requests in flight; a
-        second signal stops at once); True when it was SIGHUP, as flup's run() returns.
+        """Serve until SIGTERM, SIGINT or SIGHUP (SIGTERM and SIGHUP let the requests in
+        flight finish; SIGINT or a second signal stops at once); True when it was SIGHUP,
+        as flup's run() returns.
 
         Not under FastCGI (no socket on fd 0 and no ``bindAddress``), or with
         ``forceCGI``: answer the one CGI request and exit, as flup does.
