@@ -126,14 +126,15 @@ def test_debug_answers_the_traceback_page(tmp_path: Path) -> None:
     assert "Traceback (most recent call last)" in page and "flup_style.fcgi" in page
 
 
-def test_sighup_ends_run_with_true(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "returned"), [(signal.SIGHUP, "True"), (signal.SIGINT, "False")])
+def test_run_returns_true_after_sighup_only(tmp_path: Path, signum: int, returned: str) -> None:
     address = f"127.0.0.1:{free_port()}"
     with running_script(tmp_path, address, wait_for=address) as proc:
         assert FastCGIClient(address).request("GET", "/").status == 200
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signum)
         proc.wait(15)
     assert proc.returncode == 0, script_log(tmp_path)
-    assert (tmp_path / "result").read_text() == "True"
+    assert (tmp_path / "result").read_text() == returned
 
 
 def test_bind_address_unix_path_with_umask(tmp_path: Path) -> None:
