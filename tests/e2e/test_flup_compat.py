@@ -29,10 +29,21 @@ from lighttpd import lighttpd_fastcgi, log_problems
 from nginx import unix_socket_path
 from phpfpm import php_fpm
 from snippets import doc_snippet
-from support import ROOT, alive, descendants, free_port, serve, stop_process, wait_for_port, wait_until
+from support import (
+    ROOT,
+    alive,
+    descendants,
+    free_port,
+    listening_socket,
+    serve,
+    stop_process,
+    wait_for_port,
+    wait_until,
+)
 
 from fcgibridge.client import FastCGIClient
 from fcgibridge.compat.flup import FCGIApp, WSGIServer
+from fcgibridge.errors import UserError
 
 pytestmark = pytest.mark.e2e
 
@@ -285,6 +296,13 @@ def test_prefork_and_unknown_arguments_are_refused_by_name() -> None:
         FCGIApp(command="php-cgi")
     with pytest.raises(TypeError, match="connect= is missing"):
         FCGIApp()
+
+
+def test_an_address_in_use_is_a_user_error_naming_it() -> None:
+    with contextlib.closing(listening_socket(("127.0.0.1", 0))) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"cannot listen on 127.0.0.1:{port}: address already in use"):
+            WSGIServer(streaming_app, bindAddress=("127.0.0.1", port)).run()
 
 
 # ----------------------------------------------------------------- FCGIApp and PHP-FPM
