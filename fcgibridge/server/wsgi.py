@@ -577,11 +577,11 @@ class WSGIRequest:
     def _head(self) -> bytes:
         """The CGI head for the status and headers given to start_response (latin-1, PEP 3333)."""
         assert self.status is not None
-        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
         try:
+            headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
             return format_head(self.status, headers)
-        except UnicodeError:  # the status line is not latin-1 (as a header, UnicodeEncodeError)
-            raise
+        except UnicodeEncodeError as exc:  # a header, or the status line
+            raise BadAppResponse(f"a WSGI status or header must be latin-1 (PEP 3333), not {exc.object!r}") from None
         except ValueError:
             raise BadAppResponse("a WSGI header name or value contains a line break") from None
 

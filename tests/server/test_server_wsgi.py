@@ -496,7 +496,7 @@ def test_bad_status_is_a_500(status: Any) -> None:
 
 @pytest.mark.parametrize("headers", [[("X-Bad", "a\r\nInjected: 1")], [("X-Bad", "a\nb")], [("X-Bad\r\n", "a")],
                                      [("X-Bad", "caf\u20ac")], [(b"X-Bad", b"v")], [("X-Bad", 1)]])
-def test_bad_header_is_a_500_and_never_sent(headers: list[tuple[str, str]]) -> None:
+def test_bad_header_is_a_500_and_never_sent(headers: list[tuple[str, str]], caplog: pytest.LogCaptureFixture) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         start_response("200 OK", headers)
         return [b"body"]
@@ -506,6 +506,9 @@ def test_bad_header_is_a_500_and_never_sent(headers: list[tuple[str, str]]) -> N
     assert response.status == 500
     assert response.header("Injected") is None
     assert b"X-Bad" not in response.raw
+    # The app's mistake is named in one line, without a traceback.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.exc_info is None for r in errors), [r.getMessage() for r in errors]
 
 
 # --------------------------------------------------------------------- close()

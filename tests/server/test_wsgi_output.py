@@ -171,5 +171,8 @@ def test_the_head_is_the_cgi_formatters(adapter: WSGIAdapter) -> None:
     request.status, request.headers = "404 Not Here", [("Content-Type", "text/plain"), ("X-Caf\u00e9", "\u00e9")]
     assert request._head() == b"Status: 404 Not Here\r\nContent-Type: text/plain\r\nX-Caf\xe9: \xe9\r\n\r\n"
     request.headers = [("X", "caf\u20ac")]
-    with pytest.raises(UnicodeEncodeError):
+    with pytest.raises(ValueError, match=r"^a WSGI status or header must be latin-1 \(PEP 3333\), not 'caf\u20ac'$"):
+        request._head()
+    request.status, request.headers = "200 \u2713", []
+    with pytest.raises(ValueError, match="must be latin-1"):
         request._head()
