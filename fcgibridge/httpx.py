@@ -55,9 +55,7 @@ def httpx_error(exc: FastCGIError, request: httpx.Request | None = None) -> http
     if isinstance(exc, ConnectError):
         kind = httpx.ConnectError
     elif isinstance(exc, RequestTimeout):
-        # The client says what it was waiting for only in its message (Deadline.error).
-        kind = (httpx.ConnectTimeout if "waiting to connect" in message
-                else httpx.WriteTimeout if "waiting to send" in message else httpx.ReadTimeout)
+        kind = {"connect": httpx.ConnectTimeout, "send": httpx.WriteTimeout}.get(exc.waiting_for, httpx.ReadTimeout)
     else:
         kind = httpx.RemoteProtocolError
         if isinstance(exc, RequestRefused):

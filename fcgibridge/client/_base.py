@@ -77,6 +77,13 @@ class ConnectError(FastCGIError):
 class RequestTimeout(FastCGIError):
     """Connecting, one read, or the whole request took longer than its timeout."""
 
+    #: What ran out: "connect", "send" or "read" (one wait), or "total" (the whole request).
+    waiting_for: str = "total"
+
+    def __init__(self, address: str, message: str, waiting_for: str = "total") -> None:
+        super().__init__(address, message)
+        self.waiting_for = waiting_for
+
 
 class ConnectionClosed(FastCGIError):
     """The server closed the connection before END_REQUEST."""
@@ -184,7 +191,7 @@ class Deadline:
         if self.end is not None and time.monotonic() >= self.end:
             return self.expired()
         limit = self.timeout.connect if what == "connect" else self.timeout.read
-        return RequestTimeout(self.address, f"timed out after {limit} s waiting to {what}")
+        return RequestTimeout(self.address, f"timed out after {limit} s waiting to {what}", what)
 
 
 # -------------------------------------------------------------------------- headers

@@ -314,17 +314,19 @@ def test_stale_pooled_connection_is_replaced() -> None:
 def test_read_timeout(server: Any) -> None:
     client = FastCGIClient(server.address, timeout=0.3)
     start = time.monotonic()
-    with pytest.raises(RequestTimeout, match=server.address):
+    with pytest.raises(RequestTimeout, match=server.address) as caught:
         client.request("GET", "/slow", params={"QUERY_STRING": "1.5"})
     assert time.monotonic() - start < 1.2
+    assert caught.value.waiting_for == "read"
 
 
 def test_total_timeout_per_request(server: Any) -> None:
     client = FastCGIClient(server.address, timeout=Timeout(connect=2, read=2, total=None))
     start = time.monotonic()
-    with pytest.raises(RequestTimeout, match=r"within 0\.4 s"):
+    with pytest.raises(RequestTimeout, match=r"within 0\.4 s") as caught:
         client.request("GET", "/trickle", timeout=Timeout(connect=2, read=2, total=0.4))
     assert time.monotonic() - start < 1.5
+    assert caught.value.waiting_for == "total"
 
 
 @pytest.fixture
@@ -351,13 +353,15 @@ def full_backlog() -> Iterator[str]:
 
 def test_connect_timeout(full_backlog: str) -> None:
     start = time.monotonic()
-    with pytest.raises(RequestTimeout, match=f"{full_backlog}: timed out after 0.3 s waiting to connect"):
+    with pytest.raises(RequestTimeout, match=f"{full_backlog}: timed out after 0.3 s waiting to connect") as caught:
         FastCGIClient(full_backlog, timeout=Timeout(connect=0.3, read=5)).request()
     assert time.monotonic() - start < 1
+    assert caught.value.waiting_for == "connect"
 
     async def scenario() -> None:
-        with pytest.raises(RequestTimeout, match="waiting to connect"):
+        with pytest.raises(RequestTimeout, match="waiting to connect") as caught:
             await AsyncFastCGIClient(full_backlog, multiplex=False).request(timeout=Timeout(connect=0.3, read=5))
+        assert caught.value.waiting_for == "connect"
 
     asyncio.run(scenario())
 
