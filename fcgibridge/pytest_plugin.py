@@ -226,8 +226,21 @@ class PhpFpm:
 
     @property
     def log(self) -> str:
-        """The error log so far: PHP-FPM's own lines and what scripts wrote to stderr."""
+        """The error log so far: PHP-FPM's own lines and what the scripts logged (``error_log()``,
+        warnings); see :meth:`wait_for_log`."""
         return _output_of(self.log_path)
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The error log once it holds ``text``; AssertionError with the log when it does not
+        within ``timeout`` seconds. A script's lines reach the log through the master a
+        moment after its response (PHP-FPM reads them from the child's stderr), so a test
+        waits for them rather than read :attr:`log` at once."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{text!r} not in PHP-FPM's log after {timeout:g} s:\n{log}")
+            time.sleep(0.02)
+        return log
 
     def script(self, name: str) -> str:
         """The path of script ``name`` under the document root (for ``SCRIPT_FILENAME``)."""

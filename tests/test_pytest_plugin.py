@@ -80,7 +80,9 @@ def test_php_script_through_the_client(pytester: pytest.Pytester) -> None:
             (php_fpm.root / "log.php").write_text('<?php error_log("written by the script"); echo "ok";')
             assert fastcgi_client(php_fpm).request("GET", "/log.php").body == b"ok"
             assert "ready to handle connections" in php_fpm.log
-            assert "written by the script" in php_fpm.log
+            assert "written by the script" in php_fpm.wait_for_log("written by the script")
+            with pytest.raises(AssertionError, match="'never written' not in PHP-FPM's log after 0.1 s"):
+                php_fpm.wait_for_log("never written", timeout=0.1)
 
 
         @pytest.mark.php_fpm(ini={"memory_limit": "77M"}, system_ini=False)
