@@ -133,6 +133,35 @@ def start_process(command: Sequence[str], *, output: Path, addresses: Sequence[s
     return proc
 
 
+class ServerProcess:
+    """What the plugin's server processes share: the process (once started), its PID and
+    its output, kept in the file ``output_path``; stopped by its PID."""
+
+    #: What it is, for the error before it started.
+    name = "the process"
+
+    def __init__(self, output_path: Path) -> None:
+        self.output_path = output_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The PID of the process (PHP-FPM's master, fcgibridge's supervisor)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.proc.pid
+
+    @property
+    def output(self) -> str:
+        """What the process printed so far."""
+        return _output_of(self.output_path)
+
+    def stop(self) -> None:
+        """Stop it by its PID (SIGTERM, then SIGKILL if it lingers)."""
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
 # --------------------------------------------------------------------------- PHP-FPM
 
 
@@ -183,7 +212,7 @@ def _php_fpm_listen(address: str) -> str:
     return address.removeprefix("unix:")
 
 
-class PhpFpm:
+class PhpFpm(ServerProcess):
     """A private PHP-FPM: its own ``php-fpm.conf`` in ``directory``, one static pool of
     ``children`` per address in ``listen`` (default: one unix socket in a new directory),
     run in the foreground and stopped by its PID.
@@ -194,8 +223,11 @@ class PhpFpm:
     user, as that user.
     """
 
+    name = "PHP-FPM"
+
     def __init__(self, directory: Path, *, binary: str, root: Path, listen: Sequence[str] = (),
                  children: int = 2, ini: Mapping[str, str] | None = None, system_ini: bool = True) -> None:
+        super().__init__(directory / "php-fpm.out")
         self.directory = directory
         self.binary = binary
         self.root = root
@@ -209,20 +241,11 @@ class PhpFpm:
         self.system_ini = system_ini
         self.conf = directory / "php-fpm.conf"
         self.log_path = directory / "php-fpm.log"
-        self.output_path = directory / "php-fpm.out"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         """The first pool's address (``unix:PATH`` by default)."""
         return self.addresses[0]
-
-    @property
-    def pid(self) -> int:
-        """The PID of the master process."""
-        if self.proc is None:
-            raise RuntimeError("PHP-FPM was not started")
-        return self.proc.pid
 
     @property
     def log(self) -> str:
@@ -278,8 +301,7 @@ class PhpFpm:
 
     def stop(self) -> None:
         """Stop the master by its PID (it stops its children) and remove the socket directory."""
-        if self.proc is not None:
-            stop_process(self.proc)
+        super().stop()
         if self._sockets is not None:
             shutil.rmtree(self._sockets, ignore_errors=True)
 
@@ -436,45 +458,31 @@ def fcgibridge_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "fcgibridge", *args]
 
 
-class FcgibridgeProcess:
+class FcgibridgeProcess(ServerProcess):
     """A real ``fcgibridge ARGS...`` process (workers, signals, reloads) serving at
     ``address``, its output in the file ``output``; stopped by its PID.
 
     ``env`` is its whole environment; by default this one's, with this interpreter's
     ``sys.path`` on ``PYTHONPATH``, so that the app imports there as it does in the test."""
 
+    name = "the fcgibridge process"
+
     def __init__(self, args: Sequence[str], *, address: str, output: Path, cwd: str | os.PathLike[str] | None = None,
                  env: Mapping[str, str] | None = None) -> None:
+        super().__init__(output)
         self.args = list(args)
         self.address = address
-        self.output_path = output
         self.cwd = cwd
         if env is None:
             paths = [os.environ.get("PYTHONPATH", ""), *sys.path]
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         self.env = dict(env)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError("the fcgibridge process was not started")
-        return self.proc.pid
-
-    @property
-    def output(self) -> str:
-        """What the process printed so far (its log)."""
-        return _output_of(self.output_path)
 
     def start(self) -> FcgibridgeProcess:
         """Start it and wait until it accepts connections."""
         self.proc = start_process(fcgibridge_command(*self.args), output=self.output_path, addresses=[self.address],
                                   cwd=self.cwd, env=self.env)
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
 
 
 class ServerFactory:
