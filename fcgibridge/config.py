@@ -152,7 +152,8 @@ class Config:
                                   "the workers).", "--max-connections", minimum=1)
     max_params_size: int = option(DEFAULT_MAX_PARAMS_SIZE, "Largest PARAMS stream (CGI variables) of one request.",
                                   "--max-params-size", metavar="BYTES", minimum=1)
-    max_body_size: int = option(0, "Largest request body (with a filter's data); 0 means no limit. Larger bodies get 413.",
+    max_body_size: int = option(0, "Largest request body (with a filter's data); 0 means no limit. "
+                                "Larger bodies get 413.",
                                 "--max-body-size", metavar="BYTES", minimum=0)
     header_timeout: float = option(30.0, "A connection that has not sent a whole request head (BEGIN_REQUEST and "
                                    "PARAMS) this many seconds after it opened, or after its request began, is "
