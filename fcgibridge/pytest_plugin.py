@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
@@ -160,6 +160,24 @@ class ServerProcess:
         """Stop it by its PID (SIGTERM, then SIGKILL if it lingers)."""
         if self.proc is not None:
             stop_process(self.proc)
+
+
+class Factory:
+    """What the fixtures' factories share: what each made is stopped or closed, last first,
+    by :meth:`close` at the test's teardown."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.stack = contextlib.ExitStack()
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- PHP-FPM
@@ -312,14 +330,14 @@ class PhpFpm(ServerProcess):
         self.stop()
 
 
-class PhpFpmFactory:
+class PhpFpmFactory(Factory):
     """``php_fpm_factory(root=..., ini=..., children=..., system_ini=...)`` starts a
-    :class:`PhpFpm` in the test's temporary directory; :meth:`close` stops them all."""
+    :class:`PhpFpm` in the test's temporary directory."""
 
     def __init__(self, directory: Path, binary_option: str | None) -> None:
+        super().__init__()
         self.directory = directory
         self.binary_option = binary_option
-        self.started: list[PhpFpm] = []
 
     def __call__(self, *, root: str | os.PathLike[str] | None = None, ini: Mapping[str, str] | None = None,
                  children: int = 2, system_ini: bool = True) -> PhpFpm:
@@ -327,17 +345,13 @@ class PhpFpmFactory:
             binary = find_php_fpm(self.binary_option)
         except PhpFpmMissing as exc:
             pytest.fail(str(exc), pytrace=False)
-        directory = self.directory / f"php-fpm{len(self.started)}"
+        self.made += 1
+        directory = self.directory / f"php-fpm{self.made}"
         directory.mkdir(parents=True)
         server = PhpFpm(directory, binary=binary, root=Path(root) if root else directory / "root",
                         children=children, ini=ini, system_ini=system_ini)
-        self.started.append(server)
+        self.stack.callback(server.stop)
         return server.start()
-
-    def close(self) -> None:
-        for server in reversed(self.started):
-            server.stop()
-        self.started.clear()
 
 
 # --------------------------------------------------------------------------- fcgibridge servers
@@ -485,18 +499,17 @@ class FcgibridgeProcess(ServerProcess):
         return self
 
 
-class ServerFactory:
+class ServerFactory(Factory):
     """``fastcgi_server(app, interface="auto", process=False, **options)``: see
-    :func:`fastcgi_server`; :meth:`close` stops every server it started."""
+    :func:`fastcgi_server`."""
 
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         self.directory = directory
-        self.started = 0
-        self.stack = contextlib.ExitStack()
 
     def __call__(self, app: Any, interface: str = "auto", *, process: bool = False,
                  **options: Any) -> ServerThread | FcgibridgeProcess:
-        self.started += 1
+        self.made += 1
         sockets = socket_directory()
         self.stack.callback(shutil.rmtree, sockets, ignore_errors=True)
         path = sockets / "fcgi.sock"
@@ -507,13 +520,9 @@ class ServerFactory:
         if interface != "auto":
             options = {**options, "interface": "asgi3" if interface == "asgi" else interface}
         server = FcgibridgeProcess([app, "-b", f"unix:{path}", *option_flags(options)], address=f"unix:{path}",
-                                   output=self.directory / f"fcgibridge{self.started}.log", cwd=os.getcwd())
+                                   output=self.directory / f"fcgibridge{self.made}.log", cwd=os.getcwd())
         self.stack.callback(server.stop)
         return server.start()
-
-    def close(self) -> None:
-        self.stack.close()
-
 
 # --------------------------------------------------------------------------- clients
 
@@ -532,12 +541,16 @@ def _target_of(request: pytest.FixtureRequest, target: object) -> tuple[str, str
     return address, os.fspath(root) if root is not None else None
 
 
-class ClientFactory:
-    """``fastcgi_client(target=None, **options)``: see :func:`fastcgi_client`."""
+class _ClientFactory(Factory):
+    """What both client factories share: the test's request, for its ``php_fpm``."""
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
+        super().__init__()
         self.request = request
-        self.clients: list[FastCGIClient] = []
+
+
+class ClientFactory(_ClientFactory):
+    """``fastcgi_client(target=None, **options)``: see :func:`fastcgi_client`."""
 
     def __call__(self, target: object = None, **options: Any) -> FastCGIClient:
         from fcgibridge.client import FastCGIClient
@@ -545,20 +558,12 @@ class ClientFactory:
         address, root = _target_of(self.request, target)
         options.setdefault("root", root)
         client = FastCGIClient(address, **options)
-        self.clients.append(client)
+        self.stack.callback(client.close)
         return client
 
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
 
-
-class HttpxFactory:
+class HttpxFactory(_ClientFactory):
     """``fastcgi_httpx(target=None, base_url=..., **transport_options)``: see :func:`fastcgi_httpx`."""
-
-    def __init__(self, request: pytest.FixtureRequest) -> None:
-        self.request = request
-        self.clients: list[httpx.Client] = []
 
     def __call__(self, target: object = None, *, base_url: str = "http://testserver",
                  **options: Any) -> httpx.Client:
@@ -573,12 +578,8 @@ class HttpxFactory:
             root = "/"  # the transport wants a document root; a Python app reads no scripts from it
         options.setdefault("root", root)
         client = httpx.Client(transport=FastCGITransport(address, **options), base_url=base_url)
-        self.clients.append(client)
+        self.stack.callback(client.close)
         return client
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
 
 
 # --------------------------------------------------------------------------- hooks and fixtures
@@ -601,11 +602,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def php_fpm_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PhpFpmFactory]:
     """``php_fpm_factory(root=None, ini=None, children=2, system_ini=True)`` starts a
     private PHP-FPM (:class:`PhpFpm`); each is stopped after the test."""
-    factory = PhpFpmFactory(tmp_path, request.config.getoption("--php-fpm"))
-    try:
+    with PhpFpmFactory(tmp_path, request.config.getoption("--php-fpm")) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture
@@ -625,11 +623,8 @@ def fastcgi_server(tmp_path: Path) -> Iterator[ServerFactory]:
     fcgibridge's options by their Config names (``workers=2``). In a thread of this
     process by default; with ``process=True`` as a real ``fcgibridge`` process, ``app``
     then an import string. Stopped after the test."""
-    factory = ServerFactory(tmp_path)
-    try:
+    with ServerFactory(tmp_path) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture
@@ -638,11 +633,8 @@ def fastcgi_client(request: pytest.FixtureRequest) -> Iterator[ClientFactory]:
     for ``target``: an address, or a server with ``.address`` (and ``.root``, the
     default document root); without one, the test's ``php_fpm``. ``options`` are the
     client's (``timeout``, ``keep_alive``, ``root``, ...). Closed after the test."""
-    factory = ClientFactory(request)
-    try:
+    with ClientFactory(request) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture
@@ -650,8 +642,5 @@ def fastcgi_httpx(request: pytest.FixtureRequest) -> Iterator[HttpxFactory]:
     """``fastcgi_httpx(target=None, base_url="http://testserver", **options)`` is an
     ``httpx.Client`` over :class:`fcgibridge.httpx.FastCGITransport` for ``target``, as
     for ``fastcgi_client``; ``options`` go to the transport. Closed after the test."""
-    factory = HttpxFactory(request)
-    try:
+    with HttpxFactory(request) as factory:
         yield factory
-    finally:
-        factory.close()
