@@ -100,9 +100,14 @@ def test_php_script_through_the_client(pytester: pytest.Pytester) -> None:
             for server in (first, second):
                 assert fastcgi_client(server).request("GET", "/page.php?q=1").body == f"{site} 1".encode()
             note(first.pid, second.pid)
+
+
+        def test_refused_config_says_why(php_fpm_factory):
+            with pytest.raises(RuntimeError, match=r"(?s)PHP-FPM .* did not start: process exited .*max_children"):
+                php_fpm_factory(children=0)
     ''')
     result = run(pytester)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert_all_gone(pytester, at_least=3 * 3)  # three masters, two children each
 
 
@@ -180,8 +185,13 @@ def test_wsgi_and_asgi_apps_in_a_thread(pytester: pytest.Pytester) -> None:
         def test_not_an_app(fastcgi_server):
             with pytest.raises(Exception, match="not a WSGI or ASGI application"):
                 fastcgi_server(42)
+
+
+        def test_not_a_target(fastcgi_client):
+            with pytest.raises(TypeError, match="a FastCGI address .* or a server with .address, not 42"):
+                fastcgi_client(42)
     ''')
-    run(pytester).assert_outcomes(passed=6)
+    run(pytester).assert_outcomes(passed=7)
 
 
 def test_app_in_a_real_fcgibridge_process(pytester: pytest.Pytester) -> None:
