@@ -30,8 +30,8 @@ from ..errors import UserError
 from ._base import FastCGIError, Response, Timeout
 from ._sync import FastCGIClient
 
-__all__ = ["METRICS", "Metric", "ProbeOptions", "Result", "Threshold", "expand", "is_glob", "main_probe", "probe",
-           "read_status", "threshold"]
+__all__ = ["METRICS", "Metric", "ProbeOptions", "Result", "Threshold", "expand", "is_glob", "line", "main_probe",
+           "probe", "probe_all", "read_status", "threshold"]
 
 #: A status or ping answer larger than this is not a status page: the probe stops reading.
 MAX_ANSWER = 4 * 1024 * 1024

@@ -103,9 +103,11 @@ def test_ping_and_status_together_and_a_wrong_ping_answer(bridge: str) -> None:
 
 def test_a_busy_pool_breaks_the_thresholds(tmp_path: Path) -> None:
     with php_fpm(tmp_path, children=2, status=True) as busy:
+        wait_until(lambda: _fpm_status(busy)["total processes"] == 2, 10, "both children started")
         client = FastCGIClient(busy.unix, root=str(busy.root), timeout=15)
         with client.stream("GET", "/sleep.php?s=10") as held:  # its head came: one child is sleeping
             assert held.status == 200
+            wait_until(lambda: _fpm_status(busy)["active processes"] == 2, 10, "the sleeping child counted")
             result = probe(busy.unix, "--max", "active-processes=1", "--min", "idle-processes=1", "--json")
             text = probe(busy.unix, "--max", "active=1")
     assert result.returncode == 1, result
@@ -115,13 +117,19 @@ def test_a_busy_pool_breaks_the_thresholds(tmp_path: Path) -> None:
     assert text.returncode == 1 and lines(text) == [f"FAIL {busy.unix} active-processes=2 > 1"], text
 
 
+def _fpm_status(fpm: PhpFpm) -> Any:
+    """PHP-FPM's status page, asked as the probe asks it (SCRIPT_NAME is the path)."""
+    return json.loads(FastCGIClient(fpm.unix, timeout=5).request("GET", "/status?json",
+                                                                 script_filename="/status").body)
+
+
 def test_a_listen_queue_past_its_bound_is_unhealthy() -> None:
     """One worker held by a slow request (--sync: its loop accepts nothing meanwhile), two
     connections waiting in its listen queue; the master's --status-bind sees them."""
     address, status = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     with run_fcgibridge(APP, "-b", address, "-w", "1", "--sync", "--status-bind", status, "--graceful-timeout", "1",
                         address=address):
-        thread, _ = request_in_thread(address, "/slow?s=10")
+        thread, _ = request_in_thread(address, "/slow?s=4")  # long enough for the probes, even under load
         waiting: list[socket.socket] = []
         try:
             wait_until(lambda: _status(status)["active_workers"] == 1, 10, "the worker busy")
